@@ -1,0 +1,20 @@
+/*
+ * cmd.h - the subcommands of the keel binary (SPEC section 1). Each takes
+ * the arguments after its name and returns the process exit code
+ * (KEEL_EXIT_*).
+ */
+#ifndef KEEL_CMD_H
+#define KEEL_CMD_H
+
+#include "keel/config.h"
+
+int keel_cmd_serve(int argc, char **argv);
+int keel_cmd_healthcheck(int argc, char **argv);
+
+/* Loads the configuration for a subcommand, printing problems to stderr.
+ * Returns KEEL_EXIT_OK, or the exit code to stop with (64 or 78). Extra
+ * flags as keel_config_load_ex; "--help" is handled by the caller. */
+int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
+                         struct keel_config_extra *extra, size_t nextra);
+
+#endif

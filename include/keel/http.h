@@ -1,0 +1,253 @@
+/*
+ * http.h - what handlers and middleware see of an HTTP request: the request,
+ * its response, routes as data, middleware phases, errors as problem+json,
+ * and the way to run blocking work off the event loop.
+ *
+ * Ownership: everything reachable from a keel_request lives in its arena
+ * (req->arena) or is released by a cleanup registered on it, and is gone
+ * once the response is written and logged. Strings passed to the response
+ * setters must live at least that long (literals or arena copies).
+ */
+#ifndef KEEL_HTTP_H
+#define KEEL_HTTP_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/arena.h"
+#include "keel/buf.h"
+#include "keel/core.h"
+
+struct json_object;
+struct keel_conn;
+struct keel_loop;
+struct keel_request;
+
+/* Methods Keel routes. Any other method token is answered 501. */
+enum keel_method {
+    KEEL_HTTP_GET,
+    KEEL_HTTP_HEAD,
+    KEEL_HTTP_POST,
+    KEEL_HTTP_PUT,
+    KEEL_HTTP_PATCH,
+    KEEL_HTTP_DELETE,
+    KEEL_HTTP_OPTIONS,
+    KEEL_HTTP_METHOD_COUNT,
+};
+
+const char *keel_http_method_name(enum keel_method m);
+const char *keel_http_reason(int status);
+
+struct keel_header {
+    struct keel_str name;
+    struct keel_str value;
+};
+
+/* ------------------------------------------------------------- routes */
+
+typedef keel_status (*keel_handler_fn)(struct keel_request *req);
+
+enum keel_auth {
+    KEEL_AUTH_NONE,     /* public */
+    KEEL_AUTH_OPTIONAL, /* identity used when present */
+    KEEL_AUTH_REQUIRED, /* 401 without a valid token */
+};
+
+enum keel_body {
+    KEEL_BODY_NONE, /* a body, if sent, is read and ignored */
+    KEEL_BODY_JSON, /* application/json required (415), parsed strictly (400) */
+};
+
+struct keel_schema; /* body schemas arrive with the validation issue */
+
+/* A route is data (STYLE.md section 1): modules declare static const tables.
+ * Patterns are absolute paths whose segments are literals or parameters:
+ * `{name}` (any non-empty segment), `{name:uuid}`, `{name:int}`. */
+struct keel_route {
+    enum keel_method method;
+    const char *pattern;
+    keel_handler_fn handler;
+    enum keel_auth auth;
+    const char *permission;         /* "resource:action", NULL = none */
+    const struct keel_schema *schema;
+    enum keel_body body;
+    size_t max_body; /* 0 = KEEL_MAX_BODY_BYTES */
+    uint32_t flags;  /* KEEL_ROUTE_* */
+};
+
+#define KEEL_ROUTE_NO_LOG     0x1u /* no access log line (probes) */
+#define KEEL_ROUTE_NO_COMPRESS 0x2u
+
+#define KEEL_MAX_PARAMS 8
+
+/* ----------------------------------------------------------- middleware */
+
+/* The phases of SPEC section 2 / STYLE.md section 2, in order. Handlers of
+ * a phase run in registration order; each returns KEEL_OK (next phase),
+ * KEEL_DECLINED (next handler in this phase), KEEL_DONE (response ready:
+ * skip to the response), KEEL_AGAIN (parked: call keel_request_resume), or
+ * an error (< 0), which the error sanitizer turns into problem+json. */
+enum keel_phase {
+    KEEL_PHASE_POST_READ, /* request id, trace context */
+    KEEL_PHASE_PREACCESS, /* CORS preflight, body parsing */
+    KEEL_PHASE_ACCESS,    /* rate limit, authenticate, authorize */
+    KEEL_PHASE_VALIDATE,  /* body schema */
+    KEEL_PHASE_CONTENT,   /* the route's handler */
+    KEEL_PHASE_COUNT,
+};
+
+/* Response filters run on every response, errors included, before the head
+ * is serialized (security headers, CORS headers, compression). Log
+ * handlers run after the response is written (access log, metrics). */
+typedef keel_status (*keel_phase_fn)(struct keel_request *req);
+typedef void (*keel_filter_fn)(struct keel_request *req);
+typedef void (*keel_log_fn)(struct keel_request *req);
+
+struct keel_middleware {
+    const char *name;
+    keel_status (*init)(void); /* once at start, on the main thread; may be NULL */
+    enum keel_phase phase;
+    keel_phase_fn handler; /* NULL: no phase handler */
+    keel_filter_fn filter; /* NULL: no response filter */
+    keel_log_fn log;       /* NULL: no log handler */
+};
+
+/* ------------------------------------------------------------- request */
+
+struct keel_problem_field {
+    const char *field;
+    const char *message;
+};
+
+struct keel_response {
+    int status;
+    struct keel_header *headers;
+    unsigned nheaders;
+    unsigned cap;
+    const char *content_type;
+    struct keel_buf body;          /* heap, freed with the request */
+    bool keep_alive;               /* cleared to send Connection: close */
+    /* Streaming bodies of a known length, produced as the socket drains. */
+    uint64_t stream_len;
+    keel_status (*stream_fn)(struct keel_request *req, struct keel_buf *out, size_t max);
+    void *stream_ctx;
+};
+
+struct keel_request {
+    struct keel_conn *conn;
+    struct keel_loop *loop;
+    struct keel_arena *arena;
+    const struct keel_config *cfg;
+
+    enum keel_method method;
+    const char *method_name;
+    struct keel_str target; /* raw request-target */
+    struct keel_str path;   /* target up to '?' */
+    struct keel_str query;  /* after '?', without it */
+    int http_minor;         /* HTTP/1.x */
+    struct keel_header *headers;
+    unsigned nheaders;
+    char *body; /* NUL-terminated; NULL when there was no body */
+    size_t body_len;
+    struct keel_buf body_buf;
+    struct json_object *json; /* parsed body for KEEL_BODY_JSON routes */
+
+    const struct keel_route *route; /* NULL: no route matched */
+    int route_miss;                 /* 404 or 405 when route is NULL */
+    unsigned route_allow;           /* methods the path allows (405, OPTIONS) */
+    bool route_auto_options;        /* OPTIONS answered by the server */
+    const char *route_pattern;      /* label for logs/metrics */
+    unsigned nparams;
+    struct keel_str param_names[KEEL_MAX_PARAMS];
+    struct keel_str params[KEEL_MAX_PARAMS];
+
+    char request_id[129];
+    uint64_t start_ns;
+    const char *user_id; /* set by authentication; NULL when anonymous */
+
+    struct keel_response resp;
+
+    /* Error state, set by keel_fail / keel_errorf. */
+    keel_status rc;
+    int problem_status;
+    const char *problem_slug;
+    const char *problem_detail;   /* public */
+    const char *internal_detail;  /* logged, never sent */
+    struct keel_problem_field *problem_fields;
+    unsigned nproblem_fields;
+
+    /* Pipeline position, for KEEL_AGAIN resumption. */
+    enum keel_phase phase;
+    unsigned mw_index;
+    bool parked;
+    void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
+};
+
+enum {
+    KEEL_MW_SLOT_CORS,
+    KEEL_MW_SLOT_TRACE,
+    KEEL_MW_SLOT_AUTH,
+};
+
+/* Returns the first header with this name (case-insensitive), or NULL. */
+const struct keel_header *keel_request_header(const struct keel_request *req, const char *name);
+/* Counts headers with this name. */
+unsigned keel_request_header_count(const struct keel_request *req, const char *name);
+/* Returns the route parameter `name`, or a {NULL, 0} string. */
+struct keel_str keel_request_param(const struct keel_request *req, const char *name);
+/* Finds query parameter `name` and percent-decodes its value into the
+ * arena. Returns KEEL_OK, KEEL_E_NOT_FOUND, or KEEL_E_INVALID (bad escape,
+ * NUL) / KEEL_E_NOMEM. */
+keel_status keel_request_query(struct keel_request *req, const char *name, const char **out);
+
+/* ------------------------------------------------------------ response */
+
+/* Adds a response header; name and value must outlive the request.
+ * Returns KEEL_E_NOMEM past the arena budget. */
+keel_status keel_resp_header(struct keel_request *req, const char *name, const char *value);
+/* Replaces (or adds) a header. */
+keel_status keel_resp_set_header(struct keel_request *req, const char *name, const char *value);
+const char *keel_resp_get_header(const struct keel_request *req, const char *name);
+void keel_resp_remove_header(struct keel_request *req, const char *name);
+/* Sets status and content type; the body is appended to req->resp.body. */
+void keel_resp_start(struct keel_request *req, int status, const char *content_type);
+/* Convenience: a complete JSON response from a NUL-terminated string. */
+keel_status keel_resp_json_str(struct keel_request *req, int status, const char *json);
+
+/* ------------------------------------------------------------- errors */
+
+/* Records a problem+json answer (SPEC section 3) and returns the matching
+ * negative status for the handler to return. `slug` may be NULL to use the
+ * default slug of `status`; detail is public text (formatted into the
+ * arena). */
+keel_status keel_fail(struct keel_request *req, int status, const char *slug, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+/* Adds a per-field validation error (slug validation-error, 400). */
+keel_status keel_fail_field(struct keel_request *req, const char *field, const char *message);
+/* Records an internal failure: the message goes to the log, the client gets
+ * a generic problem for rc's HTTP status. Returns rc. */
+keel_status keel_errorf(struct keel_request *req, keel_status rc, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+/* --------------------------------------------------------- blocking work */
+
+typedef void (*keel_work_fn)(void *arg);
+typedef keel_status (*keel_resume_fn)(struct keel_request *req, void *arg);
+
+/* Runs work(arg) on the thread pool, then done(req, arg) back on the
+ * request's loop; done's return value continues the pipeline as if the
+ * parked handler had returned it. Returns KEEL_AGAIN (the caller returns it
+ * at once) or KEEL_E_NOMEM. The connection and request stay alive until
+ * done has run, even if the client goes away. `work` must not touch req. */
+keel_status keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done,
+                                 void *arg);
+
+/* Resumes a request parked with KEEL_AGAIN by other means (an async
+ * driver's callback), continuing the pipeline with rc. Loop thread only. */
+void keel_request_resume(struct keel_request *req, keel_status rc);
+
+/* Loop-thread index (0..threads-1) of the request, for per-thread data. */
+unsigned keel_request_thread(const struct keel_request *req);
+
+#endif

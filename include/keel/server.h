@@ -1,0 +1,30 @@
+/*
+ * server.h - the HTTP server: N event-loop threads, each with its own
+ * SO_REUSEPORT listener, started from the main thread, which keeps signals
+ * and lifecycle (SPEC section 1 and 7).
+ */
+#ifndef KEEL_SERVER_H
+#define KEEL_SERVER_H
+
+#include "keel/core.h"
+
+struct keel_config;
+struct keel_router;
+
+enum keel_server_state {
+    KEEL_SERVER_STARTING,
+    KEEL_SERVER_READY,
+    KEEL_SERVER_DRAINING,
+};
+
+/* Binds the listeners, runs the loops until SIGTERM/SIGINT, drains within
+ * cfg->shutdown_timeout_ms, and returns KEEL_OK (exit 0) or an error
+ * (bind failure: KEEL_E_UNAVAILABLE). The router must be complete and is
+ * shared read-only by every loop. */
+keel_status keel_server_run(const struct keel_config *cfg, struct keel_router *router);
+
+enum keel_server_state keel_server_state(void);
+/* Seconds since the server started (0 before). */
+int64_t keel_server_uptime(void);
+
+#endif

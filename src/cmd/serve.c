@@ -1,0 +1,112 @@
+/*
+ * serve.c - `keel serve`: configuration, logging, modules, middleware,
+ * then the server until it is told to stop.
+ */
+#include <sodium.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "keel/cmd.h"
+#include "keel/log.h"
+#include "keel/metrics.h"
+#include "keel/module.h"
+#include "keel/pipeline.h"
+#include "keel/router.h"
+#include "keel/server.h"
+#include "keel_version.h"
+
+int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
+                         struct keel_config_extra *extra, size_t nextra)
+{
+    struct keel_buf errs;
+    bool usage = false;
+    keel_status rc;
+
+    keel_buf_init(&errs, 64 * 1024);
+    rc = keel_config_load_ex(cfg, argc, argv, extra, nextra, NULL, &errs, &usage);
+    if (rc < 0) {
+        fputs(errs.data ? errs.data : "config: invalid configuration\n", stderr);
+        keel_buf_free(&errs);
+        return usage ? KEEL_EXIT_USAGE : KEEL_EXIT_CONFIG;
+    }
+    keel_buf_free(&errs);
+    return KEEL_EXIT_OK;
+}
+
+static void serve_help(void)
+{
+    printf("Usage: keel serve [OPTIONS]\n\n"
+           "Runs the API server. Every option is also read from its environment variable\n"
+           "and from the INI file given with --config (flags > environment > file > defaults).\n\n");
+    keel_config_print_help(stdout);
+}
+
+/* Sizes libuv's thread pool for blocking work (database, hashing) unless
+ * the operator did. It must happen before the pool's first use. */
+static void size_thread_pool(const struct keel_config *cfg)
+{
+    char n[16];
+
+    if (getenv("UV_THREADPOOL_SIZE"))
+        return;
+    snprintf(n, sizeof(n), "%u", cfg->threads * 4 < 8 ? 8 : cfg->threads * 4);
+    setenv("UV_THREADPOOL_SIZE", n, 1);
+}
+
+static void log_config(const struct keel_config *cfg)
+{
+    struct keel_buf b;
+
+    keel_buf_init(&b, 64 * 1024);
+    if (keel_config_to_json(cfg, &b) == KEEL_OK)
+        keel_log(KEEL_LOG_INFO, "config", KEEL_LF_JSON("config", b.data));
+    keel_buf_free(&b);
+}
+
+int keel_cmd_serve(int argc, char **argv)
+{
+    struct keel_config_extra extra[] = {
+        {.flag = "--help", .help = "show this help"},
+        {.flag = "-h", .help = "show this help"},
+    };
+    struct keel_config cfg = {0};
+    struct keel_router *router = NULL;
+    int code;
+    keel_status rc;
+
+    code = keel_cmd_load_config(&cfg, argc, argv, extra, KEEL_ARRAY_LEN(extra));
+    if (extra[0].set || extra[1].set) {
+        keel_config_free(&cfg);
+        serve_help();
+        return KEEL_EXIT_OK;
+    }
+    if (code != KEEL_EXIT_OK)
+        return code;
+    if (sodium_init() < 0) {
+        fprintf(stderr, "keel: libsodium failed to initialize\n");
+        keel_config_free(&cfg);
+        return KEEL_EXIT_FAILURE;
+    }
+    keel_log_init((enum keel_log_level)cfg.log_level, STDOUT_FILENO);
+    keel_log(KEEL_LOG_INFO, "start", KEEL_LF_STR("version", KEEL_VERSION),
+             KEEL_LF_STR("commit", KEEL_COMMIT), KEEL_LF_INT("pid", getpid()),
+             KEEL_LF_STR("env", keel_config_env_name(cfg.env)));
+    log_config(&cfg);
+    size_thread_pool(&cfg);
+    keel_metrics_set_build_info(KEEL_VERSION, KEEL_COMMIT);
+
+    router = keel_router_new();
+    rc = keel_pipeline_init();
+    if (rc == KEEL_OK)
+        rc = keel_modules_start(&cfg, router);
+    if (rc == KEEL_OK)
+        rc = keel_server_run(&cfg, router);
+    keel_modules_stop();
+    keel_router_free(router);
+    keel_log(KEEL_LOG_INFO, "exit", KEEL_LF_INT("code", rc == KEEL_OK ? 0 : 1));
+    keel_config_free(&cfg);
+    keel_metrics_reset_for_tests();
+    return rc == KEEL_OK ? KEEL_EXIT_OK : KEEL_EXIT_FAILURE;
+}

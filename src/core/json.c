@@ -1,0 +1,425 @@
+/*
+ * json.c - JSON output writer and strict JSON input (see include/keel/json.h).
+ *
+ * DESIGN: output appends straight into a bounded keel_buf; strings are
+ * copied in runs between the bytes that need escaping, and invalid UTF-8 is
+ * replaced so the output is always valid JSON whatever the input bytes.
+ *
+ * Input is parsed by json-c in strict mode with UTF-8 validation and a depth
+ * bound. json-c silently keeps the last of duplicate keys, which is how
+ * parameter-pollution attacks slip past validation, so a second O(n) pass
+ * counts the keys of every object in document order and compares the counts
+ * with the parsed tree walked in the same (pre-)order: json-c keeps object
+ * members in insertion order, so the counts differ exactly when some object
+ * had a duplicate key.
+ */
+#include "keel/json.h"
+
+#include <json-c/json.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---------------------------------------------------------------- output */
+
+static const char hex[] = "0123456789abcdef";
+
+/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t need, i;
+    uint32_t cp;
+
+    if (c < 0x80)
+        return 1;
+    if (c >= 0xc2 && c <= 0xdf) {
+        need = 2;
+        cp = c & 0x1f;
+    } else if (c >= 0xe0 && c <= 0xef) {
+        need = 3;
+        cp = c & 0x0f;
+    } else if (c >= 0xf0 && c <= 0xf4) {
+        need = 4;
+        cp = c & 0x07;
+    } else {
+        return 0;
+    }
+    if (n < need)
+        return 0;
+    for (i = 1; i < need; i++) {
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+        cp = (cp << 6) | (s[i] & 0x3f);
+    }
+    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+        return 0;
+    if (cp >= 0xd800 && cp <= 0xdfff)
+        return 0;
+    return need;
+}
+
+static bool plain(unsigned char c)
+{
+    return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
+}
+
+keel_status keel_json_escape(struct keel_buf *b, const char *str, size_t len)
+{
+    const unsigned char *s = (const unsigned char *)str;
+    size_t i = 0, run, seq;
+    keel_status rc = keel_buf_appendc(b, '"');
+
+    while (rc == KEEL_OK && i < len) {
+        for (run = i; run < len && plain(s[run]); run++)
+            ;
+        if (run > i) {
+            rc = keel_buf_append(b, s + i, run - i);
+            i = run;
+            continue;
+        }
+        if (s[i] >= 0x80) {
+            seq = utf8_seq(s + i, len - i);
+            if (seq) {
+                rc = keel_buf_append(b, s + i, seq);
+                i += seq;
+            } else {
+                rc = keel_buf_append(b, "\xef\xbf\xbd", 3); /* U+FFFD */
+                i++;
+            }
+            continue;
+        }
+        switch (s[i]) {
+        case '"': rc = keel_buf_append(b, "\\\"", 2); break;
+        case '\\': rc = keel_buf_append(b, "\\\\", 2); break;
+        case '\n': rc = keel_buf_append(b, "\\n", 2); break;
+        case '\r': rc = keel_buf_append(b, "\\r", 2); break;
+        case '\t': rc = keel_buf_append(b, "\\t", 2); break;
+        default: {
+            char u[6] = {'\\', 'u', '0', '0', hex[s[i] >> 4], hex[s[i] & 15]};
+            rc = keel_buf_append(b, u, sizeof(u));
+        }
+        }
+        i++;
+    }
+    if (rc == KEEL_OK)
+        rc = keel_buf_appendc(b, '"');
+    return rc;
+}
+
+void keel_json_begin(struct keel_json *j, struct keel_buf *b)
+{
+    j->b = b;
+    j->rc = KEEL_OK;
+    j->depth = 0;
+    j->need_comma[0] = false;
+}
+
+keel_status keel_json_end(struct keel_json *j)
+{
+    if (j->rc == KEEL_OK && j->depth != 0)
+        j->rc = KEEL_E_INTERNAL;
+    return j->rc;
+}
+
+/* Emits the comma before a value (unless it follows a key). */
+static bool pre_value(struct keel_json *j)
+{
+    if (j->rc < 0)
+        return false;
+    if (j->need_comma[j->depth])
+        j->rc = keel_buf_appendc(j->b, ',');
+    j->need_comma[j->depth] = true;
+    return j->rc == KEEL_OK;
+}
+
+static void put(struct keel_json *j, const char *s, size_t n)
+{
+    if (j->rc == KEEL_OK)
+        j->rc = keel_buf_append(j->b, s, n);
+}
+
+static void open_nested(struct keel_json *j, char c)
+{
+    if (!pre_value(j))
+        return;
+    if (j->depth >= KEEL_JSON_MAX_DEPTH) {
+        j->rc = KEEL_E_TOO_LARGE;
+        return;
+    }
+    put(j, &c, 1);
+    j->need_comma[++j->depth] = false;
+}
+
+static void close_nested(struct keel_json *j, char c)
+{
+    if (j->rc < 0)
+        return;
+    if (j->depth == 0) {
+        j->rc = KEEL_E_INTERNAL;
+        return;
+    }
+    j->depth--;
+    put(j, &c, 1);
+}
+
+void keel_json_obj_open(struct keel_json *j)
+{
+    open_nested(j, '{');
+}
+
+void keel_json_obj_close(struct keel_json *j)
+{
+    close_nested(j, '}');
+}
+
+void keel_json_arr_open(struct keel_json *j)
+{
+    open_nested(j, '[');
+}
+
+void keel_json_arr_close(struct keel_json *j)
+{
+    close_nested(j, ']');
+}
+
+void keel_json_key(struct keel_json *j, const char *key)
+{
+    if (!pre_value(j))
+        return;
+    j->rc = keel_json_escape(j->b, key, strlen(key));
+    put(j, ":", 1);
+    /* The value that follows must not emit a comma. */
+    j->need_comma[j->depth] = false;
+}
+
+/* After a value inside an object, the next key needs a comma. */
+static void post_value(struct keel_json *j)
+{
+    j->need_comma[j->depth] = true;
+}
+
+void keel_json_strn(struct keel_json *j, const char *s, size_t len)
+{
+    if (!pre_value(j))
+        return;
+    j->rc = keel_json_escape(j->b, s, len);
+    post_value(j);
+}
+
+void keel_json_str(struct keel_json *j, const char *s)
+{
+    if (!s) {
+        keel_json_null(j);
+        return;
+    }
+    keel_json_strn(j, s, strlen(s));
+}
+
+void keel_json_int(struct keel_json *j, int64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%lld", (long long)v);
+
+    if (pre_value(j))
+        put(j, tmp, (size_t)n);
+    post_value(j);
+}
+
+void keel_json_uint(struct keel_json *j, uint64_t v)
+{
+    char tmp[24];
+    int n = snprintf(tmp, sizeof(tmp), "%llu", (unsigned long long)v);
+
+    if (pre_value(j))
+        put(j, tmp, (size_t)n);
+    post_value(j);
+}
+
+void keel_json_double(struct keel_json *j, double v)
+{
+    char tmp[32];
+    int n;
+
+    if (!isfinite(v)) {
+        keel_json_null(j);
+        return;
+    }
+    n = snprintf(tmp, sizeof(tmp), "%.17g", v);
+    if (pre_value(j))
+        put(j, tmp, (size_t)n);
+    post_value(j);
+}
+
+void keel_json_bool(struct keel_json *j, bool v)
+{
+    if (pre_value(j))
+        put(j, v ? "true" : "false", v ? 4 : 5);
+    post_value(j);
+}
+
+void keel_json_null(struct keel_json *j)
+{
+    if (pre_value(j))
+        put(j, "null", 4);
+    post_value(j);
+}
+
+void keel_json_raw(struct keel_json *j, const char *raw, size_t len)
+{
+    if (pre_value(j))
+        put(j, raw, len);
+    post_value(j);
+}
+
+/* ----------------------------------------------------------------- input */
+
+struct key_counts {
+    uint32_t *v;
+    size_t n;
+    size_t cap;
+};
+
+/* Counts the members of every object of a valid JSON text, in the order the
+ * objects open. Returns false on out-of-memory bounds (not expected: the
+ * count is at most len / 2). */
+static bool count_keys(const char *p, size_t len, struct key_counts *kc)
+{
+    size_t stack[KEEL_JSON_MAX_DEPTH + 2]; /* index into kc->v, or SIZE_MAX for arrays */
+    int top = -1;
+    size_t i;
+
+    for (i = 0; i < len; i++) {
+        char c = p[i];
+
+        if (c == '"') {
+            for (i++; i < len && p[i] != '"'; i++)
+                if (p[i] == '\\')
+                    i++;
+        } else if (c == '{' || c == '[') {
+            if (top + 1 >= (int)KEEL_ARRAY_LEN(stack))
+                return false;
+            if (c == '[') {
+                stack[++top] = SIZE_MAX;
+                continue;
+            }
+            if (kc->n == kc->cap) {
+                kc->cap = kc->cap ? kc->cap * 2 : 16;
+                kc->v = keel_xrealloc(kc->v, kc->cap * sizeof(*kc->v));
+            }
+            kc->v[kc->n] = 0;
+            stack[++top] = kc->n++;
+        } else if (c == '}' || c == ']') {
+            if (top >= 0)
+                top--;
+        } else if (c == ':' && top >= 0 && stack[top] != SIZE_MAX) {
+            kc->v[stack[top]]++;
+        }
+    }
+    return true;
+}
+
+/* Walks the tree in pre-order comparing object sizes with the counts. */
+static bool same_counts(struct json_object *o, const struct key_counts *kc, size_t *k)
+{
+    size_t i, n;
+
+    switch (json_object_get_type(o)) {
+    case json_type_object: {
+        if (*k >= kc->n || kc->v[*k] != (uint32_t)json_object_object_length(o))
+            return false;
+        (*k)++;
+        json_object_object_foreach(o, key, val)
+        {
+            (void)key;
+            if (!same_counts(val, kc, k))
+                return false;
+        }
+        return true;
+    }
+    case json_type_array:
+        n = json_object_array_length(o);
+        for (i = 0; i < n; i++)
+            if (!same_counts(json_object_array_get_idx(o, i), kc, k))
+                return false;
+        return true;
+    default:
+        return true;
+    }
+}
+
+static bool only_space(const char *p, size_t len)
+{
+    size_t i;
+
+    for (i = 0; i < len; i++)
+        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
+            return false;
+    return true;
+}
+
+keel_status keel_json_parse(const char *p, size_t len, int max_depth,
+                            struct json_object **out, const char **why)
+{
+    struct json_tokener *tok;
+    struct json_object *o;
+    struct key_counts kc = {0};
+    enum json_tokener_error jerr;
+    size_t end, k = 0;
+    keel_status rc = KEEL_E_INVALID;
+
+    *out = NULL;
+    *why = "invalid JSON";
+    if (len > INT32_MAX) {
+        *why = "document too large";
+        return KEEL_E_TOO_LARGE;
+    }
+    if (max_depth < 1 || max_depth > KEEL_JSON_MAX_DEPTH)
+        max_depth = KEEL_JSON_MAX_DEPTH;
+    if (len == 0 || memchr(p, '\0', len)) {
+        *why = len ? "NUL byte in document" : "empty document";
+        return KEEL_E_INVALID;
+    }
+    /* json-c counts the outermost container as one level; allow one more so
+     * "depth" means levels of nesting below the top-level value. */
+    tok = json_tokener_new_ex(max_depth + 1);
+    if (!tok)
+        return KEEL_E_NOMEM;
+    json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
+    o = json_tokener_parse_ex(tok, p, (int)len);
+    jerr = json_tokener_get_error(tok);
+    end = json_tokener_get_parse_end(tok);
+    json_tokener_free(tok);
+    if (jerr != json_tokener_success) {
+        if (jerr == json_tokener_error_depth)
+            *why = "nesting too deep";
+        else if (jerr == json_tokener_continue)
+            *why = "truncated JSON";
+        goto out;
+    }
+    if (end > len || !only_space(p + end, len - end)) {
+        *why = "trailing data after JSON value";
+        goto out;
+    }
+    if (!o) { /* the document is the literal null */
+        rc = KEEL_OK;
+        goto out;
+    }
+    if (!count_keys(p, len, &kc)) {
+        *why = "nesting too deep";
+        goto out;
+    }
+    if (!same_counts(o, &kc, &k) || k != kc.n) {
+        *why = "duplicate object key";
+        goto out;
+    }
+    *out = o;
+    o = NULL;
+    rc = KEEL_OK;
+out:
+    free(kc.v);
+    if (o)
+        json_object_put(o);
+    return rc;
+}

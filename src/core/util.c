@@ -1,0 +1,92 @@
+/*
+ * util.c - checked allocation, assertion failure, string views and clocks.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "keel/core.h"
+
+static _Noreturn void oom(size_t n)
+{
+    /* No logger here: the logger itself may need memory. */
+    fprintf(stderr, "keel: out of memory allocating %zu bytes\n", n);
+    abort();
+}
+
+void *keel_xmalloc(size_t n)
+{
+    void *p = malloc(n ? n : 1);
+
+    if (!p)
+        oom(n);
+    return p;
+}
+
+void *keel_xcalloc(size_t count, size_t n)
+{
+    void *p = calloc(count ? count : 1, n ? n : 1);
+
+    if (!p)
+        oom(count * n);
+    return p;
+}
+
+void *keel_xrealloc(void *p, size_t n)
+{
+    void *q = realloc(p, n ? n : 1);
+
+    if (!q)
+        oom(n);
+    return q;
+}
+
+char *keel_xstrdup(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = keel_xmalloc(n);
+
+    memcpy(p, s, n);
+    return p;
+}
+
+_Noreturn void keel__assert_fail(const char *expr, const char *file, int line)
+{
+    fprintf(stderr,
+            "{\"level\":\"error\",\"msg\":\"assertion failed\",\"expr\":\"%s\","
+            "\"file\":\"%s\",\"line\":%d}\n",
+            expr, file, line);
+    abort();
+}
+
+bool keel_str_eq(struct keel_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return a.len == n && memcmp(a.p, lit, n) == 0;
+}
+
+bool keel_str_caseeq(struct keel_str a, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    return a.len == n && strncasecmp(a.p, lit, n) == 0;
+}
+
+uint64_t keel_now_ns(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+int64_t keel_wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}

@@ -1,0 +1,145 @@
+/*
+ * pipeline.c - runs a request through the phases, then the response
+ * filters, then the log handlers.
+ *
+ * DESIGN: the phase arrays are built once from the middleware registry
+ * (nginx's phase engine: one checker interprets every handler's return
+ * code). A handler that parks (KEEL_AGAIN) leaves its position in the
+ * request; keel_request_resume continues from there with the status the
+ * asynchronous work produced. The CONTENT phase is the router's decision:
+ * the route's handler, an automatic OPTIONS answer, or 404/405.
+ */
+#include "keel/pipeline.h"
+
+#include <stdio.h>
+
+#include "keel/log.h"
+#include "keel/router.h"
+#include "net/net_int.h"
+
+#define MAX_PER_PHASE 16
+#define MAX_FILTERS   16
+
+static keel_phase_fn phases[KEEL_PHASE_COUNT][MAX_PER_PHASE];
+static unsigned nphase[KEEL_PHASE_COUNT];
+static keel_filter_fn filters[MAX_FILTERS];
+static unsigned nfilters;
+static keel_log_fn loggers[MAX_FILTERS];
+static unsigned nloggers;
+
+static keel_status content(struct keel_request *req)
+{
+    char *allow;
+    keel_status rc;
+
+    if (req->route) {
+        rc = req->route->handler(req);
+        if (rc == KEEL_OK)
+            rc = KEEL_DONE;
+        return rc;
+    }
+    if (req->route_miss == 404)
+        return keel_fail(req, 404, NULL, "No resource at this path.");
+    allow = keel_arena_alloc(req->arena, 64);
+    if (!allow)
+        return KEEL_E_NOMEM;
+    keel_router_allow_string(req->route_allow, allow, 64);
+    if (keel_resp_header(req, "Allow", allow) < 0)
+        return KEEL_E_NOMEM;
+    if (req->route_auto_options) {
+        keel_resp_start(req, 204, NULL);
+        return KEEL_DONE;
+    }
+    return keel_fail(req, 405, NULL, "%s is not allowed here.", req->method_name);
+}
+
+keel_status keel_pipeline_init(void)
+{
+    unsigned i;
+    keel_status rc;
+
+    for (i = 0; i < keel_nmiddlewares; i++) {
+        const struct keel_middleware *m = keel_middlewares[i];
+
+        if (m->init) {
+            rc = m->init();
+            if (rc < 0) {
+                keel_log(KEEL_LOG_ERROR, "middleware init failed", KEEL_LF_STR("middleware", m->name),
+                         KEEL_LF_STR("error", keel_strerror(rc)));
+                return rc;
+            }
+        }
+        if (m->handler) {
+            KEEL_ASSERT(m->phase < KEEL_PHASE_CONTENT && nphase[m->phase] < MAX_PER_PHASE);
+            phases[m->phase][nphase[m->phase]++] = m->handler;
+        }
+        if (m->filter) {
+            KEEL_ASSERT(nfilters < MAX_FILTERS);
+            filters[nfilters++] = m->filter;
+        }
+        if (m->log) {
+            KEEL_ASSERT(nloggers < MAX_FILTERS);
+            loggers[nloggers++] = m->log;
+        }
+    }
+    phases[KEEL_PHASE_CONTENT][0] = content;
+    nphase[KEEL_PHASE_CONTENT] = 1;
+    return KEEL_OK;
+}
+
+void keel__pipeline_run(struct keel_request *req, keel_status rc)
+{
+    for (;;) {
+        if (rc == KEEL_AGAIN) {
+            req->parked = true;
+            return;
+        }
+        if (rc == KEEL_DONE || rc < 0) {
+            if (rc < 0 && req->rc == KEEL_OK)
+                req->rc = rc;
+            break;
+        }
+        if (rc == KEEL_OK) {
+            req->phase++;
+            req->mw_index = 0;
+        } else if (rc == KEEL_DECLINED) {
+            req->mw_index++;
+        }
+        while (req->phase < KEEL_PHASE_COUNT && req->mw_index >= nphase[req->phase]) {
+            req->phase++;
+            req->mw_index = 0;
+        }
+        if (req->phase >= KEEL_PHASE_COUNT)
+            break;
+        rc = phases[req->phase][req->mw_index](req);
+    }
+    keel__pipeline_respond(req);
+}
+
+void keel__pipeline_start(struct keel_request *req)
+{
+    req->phase = 0;
+    req->mw_index = 0;
+    if (nphase[0] == 0) {
+        keel__pipeline_run(req, KEEL_DECLINED);
+        return;
+    }
+    keel__pipeline_run(req, phases[0][0](req));
+}
+
+void keel__pipeline_respond(struct keel_request *req)
+{
+    unsigned i;
+
+    for (i = 0; i < nfilters; i++)
+        filters[i](req);
+    keel__conn_send(req->conn);
+}
+
+void keel__pipeline_log(struct keel_request *req)
+{
+    unsigned i;
+
+    for (i = 0; i < nloggers; i++)
+        loggers[i](req);
+}

@@ -1,0 +1,25 @@
+/*
+ * prometheus.c - GET /metrics in the Prometheus text format 0.0.4.
+ */
+#include "keel/http.h"
+#include "keel/metrics.h"
+#include "keel/module.h"
+
+static keel_status scrape(struct keel_request *req)
+{
+    keel_resp_start(req, 200, "text/plain; version=0.0.4; charset=utf-8");
+    if (keel_metrics_render(&req->resp.body) < 0)
+        return keel_errorf(req, KEEL_E_NOMEM, "metrics exposition too large");
+    keel_resp_header(req, "Cache-Control", "no-store");
+    return KEEL_DONE;
+}
+
+static const struct keel_route routes[] = {
+    {.method = KEEL_HTTP_GET, .pattern = "/metrics", .handler = scrape},
+};
+
+const struct keel_module keel_module_prometheus = {
+    .name = "prometheus",
+    .routes = routes,
+    .nroutes = KEEL_ARRAY_LEN(routes),
+};

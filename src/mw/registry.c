@@ -1,0 +1,31 @@
+/*
+ * registry.c - the middleware list, in the order of SPEC section 2.
+ *
+ * Order matters three ways: phase handlers run in this order within their
+ * phase, response filters run in this order (the error sanitizer first, so
+ * every later filter sees the final response; compression last, so it
+ * compresses the final body), and log handlers run in this order.
+ */
+#include "keel/pipeline.h"
+
+extern const struct keel_middleware keel_mw_errors;
+extern const struct keel_middleware keel_mw_request_id;
+extern const struct keel_middleware keel_mw_security_headers;
+extern const struct keel_middleware keel_mw_cors;
+extern const struct keel_middleware keel_mw_body;
+extern const struct keel_middleware keel_mw_compress;
+extern const struct keel_middleware keel_mw_metrics;
+extern const struct keel_middleware keel_mw_access_log;
+
+const struct keel_middleware *const keel_middlewares[] = {
+    &keel_mw_errors,   /* filter: failures become problem+json */
+    &keel_mw_request_id, /* POST_READ: accept or mint X-Request-ID; filter: echo it */
+    &keel_mw_security_headers, /* filter: helmet-equivalent headers */
+    &keel_mw_cors,     /* PREACCESS: preflight; filter: allow-origin */
+    &keel_mw_body,     /* PREACCESS: 415 / 400 / depth for JSON routes */
+    &keel_mw_compress, /* filter: gzip >= 1 KiB */
+    &keel_mw_metrics,  /* log: request counters and latency */
+    &keel_mw_access_log, /* log: one JSON line per request */
+};
+
+const unsigned keel_nmiddlewares = KEEL_ARRAY_LEN(keel_middlewares);
