@@ -26,8 +26,9 @@ enum keel_env {
     KEEL_ENV_PRODUCTION = 2,
 };
 
-/* KEEL_LOG_LEVEL, ordered by verbosity: a message of level L is logged
- * when L <= the configured level. */
+/* KEEL_LOG_LEVEL, ordered by verbosity. The values equal those of enum
+ * keel_log_level in keel/log.h (config.c checks it at compile time), so the
+ * field converts with a cast; config.h stays free of the log module. */
 enum keel_config_log_level {
     KEEL_CONFIG_LOG_ERROR = 0,
     KEEL_CONFIG_LOG_WARN = 1,
@@ -66,7 +67,7 @@ struct keel_config {
     char *config_path;              /* KEEL_CONFIG / --config: the INI file read, or NULL */
     enum keel_env env;              /* KEEL_ENV */
     struct keel_config_addr listen; /* KEEL_LISTEN */
-    uint32_t threads;               /* KEEL_THREADS, resolved ("auto" = online CPUs) */
+    uint32_t threads;               /* KEEL_THREADS, resolved ("auto" = usable CPUs) */
     char *database_url;             /* KEEL_DATABASE_URL (secret; never NULL) */
     struct keel_config_list database_replicas; /* KEEL_DATABASE_REPLICAS (secret) */
     uint32_t database_pool_size;               /* KEEL_DATABASE_POOL_SIZE */
@@ -103,9 +104,10 @@ struct keel_config {
  * A command-line flag that belongs to the subcommand rather than to the
  * configuration, e.g. `keel serve --migrate` or `keel seed --products N`.
  * The caller fills `flag` (the exact spelling, "--migrate" or "-h"),
- * `has_value` and `help`; keel_config_load_ex() sets `set` when the flag
- * was given and, for flags with a value, points `value` at the argv string
- * of its last occurrence (borrowed, not copied).
+ * `has_value` and `help` (a line for the caller's own --help; this module
+ * does not print it); keel_config_load_ex() sets `set` when the flag was
+ * given and, for flags with a value, points `value` at the argv string of
+ * its last occurrence (borrowed, not copied).
  */
 struct keel_config_extra {
     const char *flag;
@@ -130,8 +132,8 @@ typedef const char *(*keel_config_getenv_fn)(const char *name);
  * set to the empty string counts as unset.
  *
  * Returns KEEL_OK with *cfg filled. Otherwise returns KEEL_E_INVALID, leaves
- * *cfg zeroed and appends one line per problem to `errs`, each ending in
- * '\n' and never containing a secret's value. *usage_error_out (may be
+ * *cfg zeroed and appends one line per problem to `errs` (may be NULL),
+ * each ending in '\n' and never containing a secret's value. *usage_error_out (may be
  * NULL) is set to true when the problem is the command line itself (an
  * unknown flag, a missing flag value, a stray argument): the caller then
  * exits with KEEL_EXIT_USAGE, otherwise with KEEL_EXIT_CONFIG. Usage errors

@@ -26,6 +26,13 @@ int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
 
     keel_buf_init(&errs, 64 * 1024);
     rc = keel_config_load_ex(cfg, argc, argv, extra, nextra, NULL, &errs, &usage);
+    for (size_t i = 0; i < nextra; i++) {
+        /* --help wins over any configuration problem. */
+        if (extra[i].set && (strcmp(extra[i].flag, "--help") == 0 || strcmp(extra[i].flag, "-h") == 0)) {
+            keel_buf_free(&errs);
+            return KEEL_EXIT_OK;
+        }
+    }
     if (rc < 0) {
         fputs(errs.data ? errs.data : "config: invalid configuration\n", stderr);
         keel_buf_free(&errs);

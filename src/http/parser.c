@@ -37,6 +37,7 @@ void keel__parser_reset_headers(struct keel_conn *c)
     keel_buf_free(&c->hoffs);
     c->url_len = 0;
     c->in_value = false;
+    c->value_end = NULL;
     c->nheaders = 0;
     c->header_bytes = 0;
     c->early_status = 0;
@@ -116,6 +117,15 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     struct keel_conn *c = conn_of(p);
     uint32_t *o = last_offset(c);
 
+    if (c->value_end && at != c->value_end) {
+        /* A gap inside one value within one buffer: llhttp 8 accepts
+         * obs-fold (RFC 9112 section 5.2) and reports the folded line as
+         * more value, skipping the CRLF. Folding is a request-smuggling
+         * vector, so Keel rejects it with 400. (Across reads the spans are
+         * contiguous or value_end was reset by the new execute.) */
+        return reject(c, 400);
+    }
+    c->value_end = at + len;
     if (!c->in_value) {
         c->in_value = true;
         o[2] = (uint32_t)c->hbytes.len;
@@ -130,6 +140,7 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     conn_of(p)->in_value = true;
+    conn_of(p)->value_end = NULL;
     return 0;
 }
 
@@ -160,10 +171,16 @@ static int build_request(struct keel_conn *c, struct keel_request *req)
                                      sizeof(*req->headers));
     if (!bytes || !req->headers)
         return reject(c, 503);
+    req->nheaders = 0;
     for (i = 0; i < c->nheaders; i++, o += 4) {
         const char *v = bytes + o[2];
         size_t vlen = o[3];
 
+        /* llhttp 8 accepts obs-fold and hands the fold (CRLF + blank) over
+         * inside the value; RFC 9112 section 5.2 lets a server reject it,
+         * and it is a request-smuggling vector, so Keel does. */
+        if (memchr(v, '\r', vlen) || memchr(v, '\n', vlen))
+            return reject(c, 400);
         /* llhttp hands over values without leading blanks; trim the end. */
         while (vlen && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
             vlen--;

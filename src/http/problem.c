@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "keel/json.h"
+#include "keel/uuid.h"
 
 struct problem_kind {
     int status;
@@ -134,6 +135,8 @@ keel_status keel_problem_render(struct keel_request *req)
 
     if (status < 400 || status > 599)
         status = 500;
+    if (!req->request_id[0]) /* failed before the request-id phase ran */
+        keel_uuid_v7(req->request_id);
     snprintf(type, sizeof(type), "/problems/%s", slug);
     keel_resp_start(req, status, "application/problem+json");
     keel_json_begin(&j, &req->resp.body);

@@ -323,6 +323,7 @@ static size_t feed(struct keel_conn *c, const char *data, size_t len, bool *fail
 
     *failed = false;
     c->message_done = false;
+    c->value_end = NULL;
     err = llhttp_execute(&c->parser, data, len);
     if (err == HPE_OK)
         return len;

@@ -82,6 +82,7 @@ struct keel_conn {
     struct keel_buf hoffs; /* uint32_t pairs: name off/len, value off/len */
     uint32_t url_len;
     bool in_value;
+    const char *value_end; /* end of the last value span in this buffer */
     unsigned nheaders;
     size_t header_bytes;
     /* Unparsed input saved while a request is handled (pipelining). */

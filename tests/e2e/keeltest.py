@@ -687,7 +687,9 @@ def check_problem(tc, resp, status, slug=None, instance=None):
     if instance is not None:
         tc.assertEqual(doc["instance"], instance, doc)
     rid = resp.header("x-request-id")
-    if rid is not None:
+    # a subTest: a mismatch is reported, and the rest of the test still runs
+    with tc.subTest(check="problem request_id == X-Request-ID", status=status):
+        tc.assertIsNotNone(rid, "no X-Request-ID header")
         tc.assertEqual(doc["request_id"], rid, "problem request_id must match X-Request-ID")
     return doc
 
@@ -725,8 +727,9 @@ class ServerCase(unittest.TestCase):
 
     def setUp(self):
         if not self.srv.alive():
-            self.fail("keel serve is not running any more (exit %r)\nstderr tail:\n%s" % (
-                self.srv.proc.returncode, "\n".join(self.srv.err_lines[-30:])))
+            self.fail("keel serve is not running any more (exit %r)\nstdout tail:\n%s\nstderr tail:\n%s" % (
+                self.srv.proc.returncode, "\n".join(l[:300] for l in self.srv.lines[-8:]),
+                "\n".join(self.srv.err_lines[-30:])))
 
     def get(self, path, headers=None, **kw):
         return self.srv.request("GET", path, headers, **kw)
