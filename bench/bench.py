@@ -318,8 +318,10 @@ def http_section(results, meta, verdicts):
     if rounds > 1:
         title += ", median of %d interleaved rounds" % rounds
     lines.append(title)
-    lines.append("  %-14s %-6s %12s %10s %10s %10s  %s" %
-                 ("wrk", "server", "req/s", "p50", "p90", "p99", "errors"))
+    spread = rounds > 1
+    lines.append("  %-14s %-6s %12s %10s %10s %10s  %s%s" %
+                 ("wrk", "server", "req/s", "p50", "p90", "p99",
+                  "%-33s " % "rounds: req/s, p99 (min-max)" if spread else "", "errors"))
     for cfg in configs:
         agg = {}
         for server in ("keel", "nginx"):
@@ -330,9 +332,15 @@ def http_section(results, meta, verdicts):
                  "p90_us": median_of(runs, "p90_us"), "p99_us": median_of(runs, "p99_us")}
             err = "; ".join(errors_text(r) for r in runs if errors_text(r) != "none") or "none"
             agg[server] = a
-            lines.append("  %-14s %-6s %12s %10s %10s %10s  %s" % (
+            rng = ""
+            if spread:
+                rps = [r["rps"] for r in runs if r.get("rps") is not None] or [0]
+                p99 = [r["p99_us"] for r in runs if r.get("p99_us") is not None] or [None]
+                rng = "%-33s " % ("%.0f-%.0f, %s-%s" % (min(rps), max(rps), fmt_us(min(p99)),
+                                                         fmt_us(max(p99))) if p99[0] else "n/a")
+            lines.append("  %-14s %-6s %12s %10s %10s %10s  %s%s" % (
                 cfg, server, "n/a" if a["rps"] is None else "%.0f" % a["rps"],
-                fmt_us(a["p50_us"]), fmt_us(a["p90_us"]), fmt_us(a["p99_us"]), err))
+                fmt_us(a["p50_us"]), fmt_us(a["p90_us"]), fmt_us(a["p99_us"]), rng, err))
             if err != "none":
                 verdicts.append(("%s %s errors" % (cfg, server), False))
         k, n = agg.get("keel"), agg.get("nginx")
@@ -393,6 +401,8 @@ def cmd_report(args):
     lines.append("host: %s CPUs (%s), Linux %s; keel KEEL_THREADS=%s, nginx worker_processes=%s,"
                  " loopback" % (meta.get("cpus"), meta.get("cpu_model"), meta.get("kernel"),
                                 meta.get("threads"), meta.get("threads")))
+    lines.append("load average (1/5/15 min) before: %s, after: %s (\"after\" includes the bench itself)"
+                 % (meta.get("load_start", "?"), meta.get("load_end", "?")))
     lines.append("response: keel %s bytes, nginx %s bytes (headers+body, body %s bytes identical: %s)"
                  % (meta.get("keel_resp_bytes"), meta.get("nginx_resp_bytes"),
                     meta.get("body_bytes"), meta.get("same_body")))

@@ -10,7 +10,7 @@
 # The bars are informational: exit 0 whatever the figures, 1 if a server failed to start or died.
 # Environment (defaults in brackets):
 #   KEEL_BIN [build/keel, else build/src/keel]   BENCH_DURATION [10s]   BENCH_WARMUP [2s, 0 = none]
-#   BENCH_ROUNDS [1]   BENCH_THREADS [2]   BENCH_CONNS [10000]   BENCH_NGINX_HEADERS [mirror|none]
+#   BENCH_ROUNDS [3]   BENCH_THREADS [nproc]   BENCH_CONNS [10000]   BENCH_NGINX_HEADERS [mirror|none]
 #   BENCH_RESULTS [bench/results]   BENCH_KEEP_TMP [0; 1 keeps the temporary directory]
 #   NGINX [/usr/sbin/nginx]   WRK [wrk]
 set -euo pipefail
@@ -21,8 +21,8 @@ PY=${PYTHON:-python3}
 TOOL="$ROOT/bench/bench.py"
 DURATION=${BENCH_DURATION:-10s}
 WARMUP=${BENCH_WARMUP:-2s}
-ROUNDS=${BENCH_ROUNDS:-1}
-THREADS=${BENCH_THREADS:-2}
+ROUNDS=${BENCH_ROUNDS:-3}
+THREADS=${BENCH_THREADS:-$(nproc)}
 CONNS=${BENCH_CONNS:-10000}
 HEADERS=${BENCH_NGINX_HEADERS:-mirror}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
@@ -102,7 +102,7 @@ start_keel() {
         ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" || true
         exec env KEEL_LISTEN="127.0.0.1:$port" KEEL_THREADS="$THREADS" \
             KEEL_DATA_DIR="$TMP/$tag/data" KEEL_LOG_LEVEL=info "$@" "$KEEL_BIN" serve
-    ) >"$TMP/$tag/stdout.log" 2>"$TMP/$tag/stderr.log" </dev/null &
+    ) >>"$TMP/$tag/stdout.log" 2>"$TMP/$tag/stderr.log" </dev/null & # O_APPEND, as Keel's log expects
     KEEL_PID=$!
     PIDS+=("$KEEL_PID")
 }
@@ -130,6 +130,13 @@ probe() {
     "$PY" "$TOOL" probe "$url" "$out" --wait 0.3
 }
 
+# signal_hint TAG: Keel logs the signal it drains on; name it when one came from elsewhere.
+signal_hint() {
+    local sig
+    sig=$(tail -n 5 "$TMP/$1/stdout.log" 2>/dev/null | sed -n 's/.*"msg":"draining".*"signal":"\([A-Z]*\)".*/\1/p')
+    [[ -z $sig ]] || log "keel drained on $sig, which this script did not send: is something else killing processes named keel?"
+}
+
 fail_start() { # what dir
     log "$1 failed to start"
     show_logs "$2"
@@ -145,7 +152,8 @@ fail_start() { # what dir
     "nginx_version=$("$NGINX" -v 2>&1 | sed 's/^nginx version: //')" \
     "wrk_version=wrk $("$WRK" -v 2>&1 | head -n 1 | awk '{print $2}')" \
     "cpus=$(nproc)" "cpu_model=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)" \
-    "kernel=$(uname -r)" "threads=$THREADS" "duration=$DURATION"
+    "kernel=$(uname -r)" "threads=$THREADS" "duration=$DURATION" \
+    "load_start=$(cut -d' ' -f1-3 /proc/loadavg)"
 
 # ------------------------------------------------------------------------------------------- HTTP
 KPORT=$("$PY" "$TOOL" freeport)
@@ -201,7 +209,7 @@ run_wrk() {
         cat "$R/$name.json" >>"$R/wrk.jsonl"
         "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("bench: %-6s %-9s round %d: %s req/s, p50 %s us, p99 %s us, non-2xx %d, socket errors %s" % (r["server"], r["config"], r["round"], r["rps"], r["p50_us"], r["p99_us"], r["non2xx"], r["socket_errors"] or "none"))' "$R/$name.json" >&2
     fi
-    alive "$KEEL_HTTP_PID" || { log "keel died during wrk $cfg"; show_logs "$TMP/keel"; exit 1; }
+    alive "$KEEL_HTTP_PID" || { log "keel died during wrk $cfg"; show_logs "$TMP/keel"; signal_hint keel; exit 1; }
     alive "$NGINX_PID" || { log "nginx died during wrk $cfg"; show_logs "$NDIR"; exit 1; }
 }
 
@@ -237,14 +245,15 @@ sleep 1
 log "opening $CONNS idle keep-alive connections"
 "$PY" bench/idle_conns.py --pid "$MEM_PID" --port "$MPORT" --count "$CONNS" "$R/memory.json" </dev/null &
 bg_wait $! || log "not every connection could be opened (see the summary)"
-alive "$MEM_PID" || { log "keel died during the memory run"; show_logs "$TMP/mem"; exit 1; }
+alive "$MEM_PID" || { log "keel died during the memory run"; show_logs "$TMP/mem"; signal_hint mem; exit 1; }
 stop "$MEM_PID" TERM 15
 
 # ---------------------------------------------------------------------------------------- summary
 mkdir -p "$RESULTS/raw"
 rm -f "$RESULTS"/raw/*
-cp "$R"/*.json "$R"/*.txt "$RESULTS/raw/" 2>/dev/null || true
+cp "$R"/*.json "$R"/*.jsonl "$R"/*.txt "$RESULTS/raw/" 2>/dev/null || true
 cp "$NDIR/nginx.conf" "$RESULTS/raw/nginx.conf"
+"$PY" "$TOOL" meta "$R/meta.json" "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 "$PY" "$TOOL" report "$R" "$RESULTS/latest.txt"
 log "summary written to ${RESULTS#"$ROOT"/}/latest.txt (raw wrk output in ${RESULTS#"$ROOT"/}/raw/)"

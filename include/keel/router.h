@@ -16,6 +16,7 @@ struct keel_router;
 
 struct keel_match {
     const struct keel_route *route; /* NULL when nothing matched */
+    const char *label;              /* pattern without types ("/orders/{id}"), for logs */
     int miss;                       /* 0 on a match, else 404 or 405 */
     bool auto_options;              /* OPTIONS on a path without an OPTIONS route */
     unsigned allow;                 /* bit per enum keel_method, when miss == 405 or auto_options */

@@ -15,6 +15,7 @@
 #include "keel/pipeline.h"
 #include "keel/router.h"
 #include "keel/server.h"
+#include "keel_commit.h"
 #include "keel_version.h"
 
 int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,

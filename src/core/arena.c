@@ -143,6 +143,7 @@ static void *alloc_large(struct keel_arena *a, size_t n)
     return l->data;
 }
 
+#ifndef KEEL_ARENA_DEBUG
 static void *alloc_chunk(struct keel_arena *a, size_t n)
 {
     struct chunk *c = malloc(KEEL_ARENA_CHUNK);
@@ -158,11 +159,14 @@ static void *alloc_chunk(struct keel_arena *a, size_t n)
     a->pos = chunk_start(c) + n;
     return chunk_start(c);
 }
+#endif
 
 void *keel_arena_alloc(struct keel_arena *a, size_t n)
 {
     void *p;
 
+    if (n > a->budget) /* before rounding up, which could wrap */
+        return NULL;
     n = align_up(n ? n : 1);
     if (n > a->budget || a->used > a->budget - n)
         return NULL;

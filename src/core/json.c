@@ -281,43 +281,179 @@ struct key_counts {
     size_t cap;
 };
 
-/* Counts the members of every object of a valid JSON text, in the order the
- * objects open. Returns false on out-of-memory bounds (not expected: the
- * count is at most len / 2). */
-static bool count_keys(const char *p, size_t len, struct key_counts *kc)
+/* A validating scanner for RFC 8259, run before json-c: json-c's strict
+ * mode still accepts single-quoted strings, NaN and Infinity, and raw
+ * control characters in strings, so on its own it is not the strict parser
+ * SPEC section 2 asks for. The scan also counts the members of every
+ * object, in the order the objects open, for the duplicate-key check.
+ * Recursion is bounded by the depth limit. */
+struct scan {
+    const char *p;
+    const char *end;
+    int depth;
+    int max_depth;
+    struct key_counts *kc;
+    const char *why;
+};
+
+static void ws(struct scan *s)
 {
-    size_t stack[KEEL_JSON_MAX_DEPTH + 2]; /* index into kc->v, or SIZE_MAX for arrays */
-    int top = -1;
-    size_t i;
+    while (s->p < s->end && (*s->p == ' ' || *s->p == '\t' || *s->p == '\n' || *s->p == '\r'))
+        s->p++;
+}
 
-    for (i = 0; i < len; i++) {
-        char c = p[i];
+static bool fail(struct scan *s, const char *why)
+{
+    s->why = why;
+    return false;
+}
 
-        if (c == '"') {
-            for (i++; i < len && p[i] != '"'; i++)
-                if (p[i] == '\\')
-                    i++;
-        } else if (c == '{' || c == '[') {
-            if (top + 1 >= (int)KEEL_ARRAY_LEN(stack))
-                return false;
-            if (c == '[') {
-                stack[++top] = SIZE_MAX;
-                continue;
-            }
-            if (kc->n == kc->cap) {
-                kc->cap = kc->cap ? kc->cap * 2 : 16;
-                kc->v = keel_xrealloc(kc->v, kc->cap * sizeof(*kc->v));
-            }
-            kc->v[kc->n] = 0;
-            stack[++top] = kc->n++;
-        } else if (c == '}' || c == ']') {
-            if (top >= 0)
-                top--;
-        } else if (c == ':' && top >= 0 && stack[top] != SIZE_MAX) {
-            kc->v[stack[top]]++;
+static bool is_hex(char c)
+{
+    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') || (c >= 'A' && c <= 'F');
+}
+
+static bool scan_string(struct scan *s)
+{
+    int i;
+
+    s->p++; /* the opening quote */
+    while (s->p < s->end) {
+        unsigned char c = (unsigned char)*s->p++;
+
+        if (c == '"')
+            return true;
+        if (c < 0x20)
+            return fail(s, "control character in string");
+        if (c != '\\')
+            continue;
+        if (s->p >= s->end)
+            break;
+        c = (unsigned char)*s->p++;
+        if (c == 'u') {
+            for (i = 0; i < 4; i++, s->p++)
+                if (s->p >= s->end || !is_hex(*s->p))
+                    return fail(s, "bad \\u escape");
+        } else if (!strchr("\"\\/bfnrt", c) || c == '\0') {
+            return fail(s, "bad escape in string");
         }
     }
+    return fail(s, "unterminated string");
+}
+
+static bool digits(struct scan *s)
+{
+    const char *start = s->p;
+
+    while (s->p < s->end && *s->p >= '0' && *s->p <= '9')
+        s->p++;
+    return s->p > start;
+}
+
+static bool scan_number(struct scan *s)
+{
+    if (*s->p == '-')
+        s->p++;
+    if (s->p < s->end && *s->p == '0')
+        s->p++;
+    else if (!digits(s))
+        return fail(s, "invalid number");
+    if (s->p < s->end && *s->p == '.') {
+        s->p++;
+        if (!digits(s))
+            return fail(s, "invalid number");
+    }
+    if (s->p < s->end && (*s->p == 'e' || *s->p == 'E')) {
+        s->p++;
+        if (s->p < s->end && (*s->p == '+' || *s->p == '-'))
+            s->p++;
+        if (!digits(s))
+            return fail(s, "invalid number");
+    }
     return true;
+}
+
+static bool scan_literal(struct scan *s, const char *lit)
+{
+    size_t n = strlen(lit);
+
+    if ((size_t)(s->end - s->p) < n || memcmp(s->p, lit, n) != 0)
+        return fail(s, "invalid JSON");
+    s->p += n;
+    return true;
+}
+
+static bool scan_value(struct scan *s);
+
+static bool scan_container(struct scan *s, char close)
+{
+    size_t obj = SIZE_MAX;
+    bool first = true;
+
+    if (++s->depth > s->max_depth)
+        return fail(s, "nesting too deep");
+    s->p++;
+    if (close == '}') {
+        struct key_counts *kc = s->kc;
+
+        if (kc->n == kc->cap) {
+            kc->cap = kc->cap ? kc->cap * 2 : 16;
+            kc->v = keel_xrealloc(kc->v, kc->cap * sizeof(*kc->v));
+        }
+        kc->v[kc->n] = 0;
+        obj = kc->n++;
+    }
+    for (;;) {
+        ws(s);
+        if (s->p >= s->end)
+            return fail(s, "truncated JSON");
+        if (*s->p == close && first)
+            break;
+        if (!first) {
+            if (*s->p == close)
+                break;
+            if (*s->p != ',')
+                return fail(s, "expected ',' or end of container");
+            s->p++;
+            ws(s);
+        }
+        first = false;
+        if (obj != SIZE_MAX) {
+            if (s->p >= s->end || *s->p != '"')
+                return fail(s, "object keys must be strings");
+            if (!scan_string(s))
+                return false;
+            ws(s);
+            if (s->p >= s->end || *s->p != ':')
+                return fail(s, "expected ':' after key");
+            s->p++;
+            s->kc->v[obj]++;
+        }
+        if (!scan_value(s))
+            return false;
+    }
+    s->p++;
+    s->depth--;
+    return true;
+}
+
+static bool scan_value(struct scan *s)
+{
+    ws(s);
+    if (s->p >= s->end)
+        return fail(s, "truncated JSON");
+    switch (*s->p) {
+    case '{': return scan_container(s, '}');
+    case '[': return scan_container(s, ']');
+    case '"': return scan_string(s);
+    case 't': return scan_literal(s, "true");
+    case 'f': return scan_literal(s, "false");
+    case 'n': return scan_literal(s, "null");
+    default:
+        if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9'))
+            return scan_number(s);
+        return fail(s, "invalid JSON");
+    }
 }
 
 /* Walks the tree in pre-order comparing object sizes with the counts. */
@@ -349,24 +485,14 @@ static bool same_counts(struct json_object *o, const struct key_counts *kc, size
     }
 }
 
-static bool only_space(const char *p, size_t len)
-{
-    size_t i;
-
-    for (i = 0; i < len; i++)
-        if (p[i] != ' ' && p[i] != '\t' && p[i] != '\n' && p[i] != '\r')
-            return false;
-    return true;
-}
-
 keel_status keel_json_parse(const char *p, size_t len, int max_depth,
                             struct json_object **out, const char **why)
 {
     struct json_tokener *tok;
-    struct json_object *o;
+    struct json_object *o = NULL;
     struct key_counts kc = {0};
-    enum json_tokener_error jerr;
-    size_t end, k = 0;
+    struct scan s;
+    size_t k = 0;
     keel_status rc = KEEL_E_INVALID;
 
     *out = NULL;
@@ -377,40 +503,32 @@ keel_status keel_json_parse(const char *p, size_t len, int max_depth,
     }
     if (max_depth < 1 || max_depth > KEEL_JSON_MAX_DEPTH)
         max_depth = KEEL_JSON_MAX_DEPTH;
-    if (len == 0 || memchr(p, '\0', len)) {
-        *why = len ? "NUL byte in document" : "empty document";
-        return KEEL_E_INVALID;
+    s = (struct scan){p, p + len, 0, max_depth, &kc, NULL};
+    if (!scan_value(&s)) {
+        *why = s.why;
+        goto out;
     }
-    /* json-c counts the outermost container as one level; allow one more so
-     * "depth" means levels of nesting below the top-level value. */
+    ws(&s);
+    if (s.p != s.end) {
+        *why = memchr(p, '\0', len) ? "NUL byte in document" : "trailing data after JSON value";
+        goto out;
+    }
+    /* The text is valid JSON; json-c builds the tree and checks UTF-8. The
+     * depth it is given only has to let every valid document through. */
     tok = json_tokener_new_ex(max_depth + 1);
     if (!tok)
         return KEEL_E_NOMEM;
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     o = json_tokener_parse_ex(tok, p, (int)len);
-    jerr = json_tokener_get_error(tok);
-    end = json_tokener_get_parse_end(tok);
+    if (json_tokener_get_error(tok) != json_tokener_success) {
+        *why = json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string
+                   ? "invalid UTF-8"
+                   : "invalid JSON";
+        json_tokener_free(tok);
+        goto out;
+    }
     json_tokener_free(tok);
-    if (jerr != json_tokener_success) {
-        if (jerr == json_tokener_error_depth)
-            *why = "nesting too deep";
-        else if (jerr == json_tokener_continue)
-            *why = "truncated JSON";
-        goto out;
-    }
-    if (end > len || !only_space(p + end, len - end)) {
-        *why = "trailing data after JSON value";
-        goto out;
-    }
-    if (!o) { /* the document is the literal null */
-        rc = KEEL_OK;
-        goto out;
-    }
-    if (!count_keys(p, len, &kc)) {
-        *why = "nesting too deep";
-        goto out;
-    }
-    if (!same_counts(o, &kc, &k) || k != kc.n) {
+    if (o && (!same_counts(o, &kc, &k) || k != kc.n)) {
         *why = "duplicate object key";
         goto out;
     }

@@ -16,6 +16,23 @@
 static _Thread_local int64_t last_ms;
 static _Thread_local uint16_t seq;
 
+/* Random bytes come in batches: libsodium's randombytes_buf is a
+ * getrandom(2) system call each time, which would be one syscall per
+ * request id on the hot path. */
+static _Thread_local uint8_t pool[4096];
+static _Thread_local size_t pool_left;
+
+static void random_bytes(uint8_t *out, size_t n)
+{
+    if (pool_left < n) {
+        randombytes_buf(pool, sizeof(pool));
+        pool_left = sizeof(pool);
+    }
+    memcpy(out, pool + sizeof(pool) - pool_left, n);
+    sodium_memzero(pool + sizeof(pool) - pool_left, n);
+    pool_left -= n;
+}
+
 void keel_uuid_format(const uint8_t b[16], char out[KEEL_UUID_STRLEN + 1])
 {
     static const char hex[] = "0123456789abcdef";
@@ -36,7 +53,7 @@ void keel_uuid_v7(char out[KEEL_UUID_STRLEN + 1])
     int64_t ms = keel_wall_ms();
     uint16_t r;
 
-    randombytes_buf(b, sizeof(b));
+    random_bytes(b, sizeof(b));
     if (ms <= last_ms) {
         /* Same (or an earlier, after a clock step) millisecond: count on. */
         ms = last_ms;

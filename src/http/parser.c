@@ -37,7 +37,6 @@ void keel__parser_reset_headers(struct keel_conn *c)
     keel_buf_free(&c->hoffs);
     c->url_len = 0;
     c->in_value = false;
-    c->value_end = NULL;
     c->nheaders = 0;
     c->header_bytes = 0;
     c->early_status = 0;
@@ -55,6 +54,7 @@ static int on_message_begin(llhttp_t *p)
     c->req = keel__request_new(c);
     c->state = CONN_HEAD;
     c->head_only = false;
+    c->version_seen = false;
     if (!c->timer_header_armed) {
         /* Armed once for the whole header block: slowloris defence. */
         c->timer_header_armed = true;
@@ -72,6 +72,20 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
     if (keel_buf_append(&c->hbytes, at, len) < 0)
         return reject(c, 414);
     c->url_len += (uint32_t)len;
+    return 0;
+}
+
+/* Known as soon as the method is: a HEAD request's error response must not
+ * carry a body either. */
+static int on_method_complete(llhttp_t *p)
+{
+    conn_of(p)->head_only = llhttp_get_method(p) == HTTP_HEAD;
+    return 0;
+}
+
+static int on_version_complete(llhttp_t *p)
+{
+    conn_of(p)->version_seen = true;
     return 0;
 }
 
@@ -117,19 +131,22 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
     struct keel_conn *c = conn_of(p);
     uint32_t *o = last_offset(c);
 
-    if (c->value_end && at != c->value_end) {
-        /* A gap inside one value within one buffer: llhttp 8 accepts
-         * obs-fold (RFC 9112 section 5.2) and reports the folded line as
-         * more value, skipping the CRLF. Folding is a request-smuggling
-         * vector, so Keel rejects it with 400. (Across reads the spans are
-         * contiguous or value_end was reset by the new execute.) */
+    uint64_t pos = c->feed_offset + (uint64_t)(at - c->feed_base);
+
+    if (c->in_value && pos != c->value_end) {
+        /* A gap inside one value: llhttp 8 accepts obs-fold (RFC 9112
+         * section 5.2) and reports the folded line as more value, skipping
+         * the CRLF and blanks. Folding is a request-smuggling vector, so
+         * Keel rejects it with 400. Positions are counted in the stream,
+         * not the buffer, so a fold split across reads is caught too. */
         return reject(c, 400);
     }
-    c->value_end = at + len;
+    c->value_end = pos + len;
     if (!c->in_value) {
         c->in_value = true;
         o[2] = (uint32_t)c->hbytes.len;
     }
+    /* in_value now also means "a span of this value was seen". */
     if (add_header_bytes(c, at, len) != 0)
         return HPE_USER;
     last_offset(c)[3] += (uint32_t)len;
@@ -140,7 +157,6 @@ static int on_header_value(llhttp_t *p, const char *at, size_t len)
 static int on_header_value_complete(llhttp_t *p)
 {
     conn_of(p)->in_value = true;
-    conn_of(p)->value_end = NULL;
     return 0;
 }
 
@@ -206,7 +222,7 @@ static void route(struct keel_conn *c, struct keel_request *req)
     req->route_miss = m.miss;
     req->route_allow = m.allow;
     req->route_auto_options = m.auto_options;
-    req->route_pattern = m.route ? m.route->pattern : NULL;
+    req->route_pattern = m.label;
     req->nparams = m.nparams;
     for (i = 0; i < m.nparams; i++) {
         req->param_names[i] = m.names[i];
@@ -254,6 +270,11 @@ static int on_headers_complete(llhttp_t *p)
     hosts = keel_request_header_count(req, "Host");
     if (hosts > 1 || (hosts == 0 && req->http_minor == 1))
         return reject(c, 400);
+    /* llhttp does not flag an empty Transfer-Encoding; any Transfer-
+     * Encoding beside a Content-Length is a smuggling shape (RFC 9112 6.1). */
+    if (keel_request_header(req, "Transfer-Encoding") &&
+        keel_request_header(req, "Content-Length"))
+        return reject(c, 400);
     route(c, req);
     limit = req->route && req->route->max_body ? req->route->max_body : cfg->max_body_bytes;
     if ((p->flags & F_CONTENT_LENGTH) && p->content_length > limit)
@@ -278,6 +299,33 @@ static int on_body(llhttp_t *p, const char *at, size_t len)
     return 0;
 }
 
+/* True when a Connection header lists `close`. llhttp misses the token when
+ * a tab follows it ("close\t"), so Keel reads the header itself. */
+static bool wants_close(const struct keel_request *req)
+{
+    unsigned i;
+
+    for (i = 0; i < req->nheaders; i++) {
+        const struct keel_header *h = &req->headers[i];
+        const char *p = h->value.p, *end = p + h->value.len, *tok, *te;
+
+        if (!keel_str_caseeq(h->name, "Connection"))
+            continue;
+        while (p < end) {
+            while (p < end && (*p == ' ' || *p == '\t' || *p == ','))
+                p++;
+            tok = p;
+            while (p < end && *p != ',')
+                p++;
+            for (te = p; te > tok && (te[-1] == ' ' || te[-1] == '\t'); te--)
+                ;
+            if (keel_str_caseeq((struct keel_str){tok, (size_t)(te - tok)}, "close"))
+                return true;
+        }
+    }
+    return false;
+}
+
 static int on_message_complete(llhttp_t *p)
 {
     struct keel_conn *c = conn_of(p);
@@ -285,7 +333,7 @@ static int on_message_complete(llhttp_t *p)
 
     req->body = req->body_buf.data;
     req->body_len = req->body_buf.len;
-    c->keep_alive = llhttp_should_keep_alive(p);
+    c->keep_alive = llhttp_should_keep_alive(p) && !wants_close(req);
     c->message_done = true;
     keel_buf_free(&c->hbytes);
     keel_buf_free(&c->hoffs);
@@ -296,6 +344,8 @@ static int on_message_complete(llhttp_t *p)
 const llhttp_settings_t keel__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
+    .on_method_complete = on_method_complete,
+    .on_version_complete = on_version_complete,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,

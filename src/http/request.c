@@ -151,11 +151,12 @@ static keel_status decode(struct keel_arena *a, const char *s, size_t len, const
 
 keel_status keel_request_query(struct keel_request *req, const char *name, const char **out)
 {
-    const char *p = req->query.p, *end = p + req->query.len, *amp, *eq;
+    const char *p = req->query.p, *end, *amp, *eq;
     size_t nlen = strlen(name);
 
     if (!p)
         return KEEL_E_NOT_FOUND;
+    end = p + req->query.len;
     while (p < end) {
         amp = memchr(p, '&', (size_t)(end - p));
         if (!amp)

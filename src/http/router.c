@@ -26,6 +26,7 @@ struct segment {
 
 struct compiled {
     const struct keel_route *route;
+    char *label; /* the pattern without parameter types: "/orders/{id}" */
     unsigned nseg;
     struct segment seg[KEEL_ROUTER_MAX_SEGMENTS];
 };
@@ -43,8 +44,12 @@ struct keel_router *keel_router_new(void)
 
 void keel_router_free(struct keel_router *r)
 {
+    size_t i;
+
     if (!r)
         return;
+    for (i = 0; i < r->n; i++)
+        free(r->routes[i].label);
     free(r->routes);
     free(r);
 }
@@ -130,6 +135,27 @@ static bool same_shape(const struct compiled *a, const struct compiled *b)
     return true;
 }
 
+/* Drops ":type" from parameters, for logs, metrics and OpenAPI paths. */
+static char *make_label(const char *pattern)
+{
+    char *out = keel_xstrdup(pattern), *o = out;
+    const char *p;
+    bool in_param = false, skip = false;
+
+    for (p = pattern; *p; p++) {
+        if (*p == '{')
+            in_param = true;
+        else if (*p == ':' && in_param)
+            skip = true;
+        else if (*p == '}')
+            in_param = skip = false;
+        if (!skip)
+            *o++ = *p;
+    }
+    *o = '\0';
+    return out;
+}
+
 keel_status keel_router_add(struct keel_router *r, const struct keel_route *route)
 {
     struct compiled c;
@@ -143,6 +169,7 @@ keel_status keel_router_add(struct keel_router *r, const struct keel_route *rout
     for (i = 0; i < r->n; i++)
         if (r->routes[i].route->method == route->method && same_shape(&r->routes[i], &c))
             return KEEL_E_CONFLICT;
+    c.label = make_label(route->pattern);
     if (r->n == r->cap) {
         r->cap = r->cap ? r->cap * 2 : 32;
         r->routes = keel_xrealloc(r->routes, r->cap * sizeof(*r->routes));
@@ -274,6 +301,7 @@ void keel_router_match(const struct keel_router *r, enum keel_method m, const ch
         best = best_get;
     if (best) {
         out->route = best->route;
+        out->label = best->label;
         out->miss = 0;
         fill_params(best, segs, out);
         return;

@@ -217,6 +217,8 @@ static void stream_next(struct keel_conn *c)
     keel_status rc;
     uv_buf_t b;
 
+    if (!c->chunk.data)
+        keel_buf_init(&c->chunk, KEEL_STREAM_CHUNK);
     keel_buf_reset(&c->chunk);
     rc = req->resp.stream_fn(req, &c->chunk, max);
     if (rc < 0 || c->chunk.len == 0 || c->chunk.len > left) {
@@ -295,7 +297,6 @@ static void send_early_error(struct keel_conn *c, int status, const char *detail
         c->req = req;
     }
     c->keep_alive = false;
-    c->head_only = false;
     req->resp.keep_alive = false;
     keel_fail(req, status, NULL, "%s", detail);
     keel__pipeline_respond(req);
@@ -307,10 +308,11 @@ static int parse_error_status(struct keel_conn *c, llhttp_errno_t err)
 {
     if (c->early_status)
         return c->early_status;
-    switch (err) {
-    case HPE_INVALID_VERSION: return 505;
-    default: return 400;
-    }
+    /* llhttp reports a bad character after a well-formed "HTTP/1.1" as a
+     * version error too; only a version other than 1.x is a 505. */
+    if (err == HPE_INVALID_VERSION && c->parser.http_major != 1 && c->version_seen)
+        return 505;
+    return 400;
 }
 
 /* Feeds data to the parser. Returns the bytes consumed; sets
@@ -323,11 +325,12 @@ static size_t feed(struct keel_conn *c, const char *data, size_t len, bool *fail
 
     *failed = false;
     c->message_done = false;
-    c->value_end = NULL;
+    c->feed_base = data;
     err = llhttp_execute(&c->parser, data, len);
+    used = err == HPE_OK ? len : (size_t)(llhttp_get_error_pos(&c->parser) - data);
+    c->feed_offset += used;
     if (err == HPE_OK)
         return len;
-    used = (size_t)(llhttp_get_error_pos(&c->parser) - data);
     if (err == HPE_PAUSED && c->message_done) {
         llhttp_resume(&c->parser);
         return used;

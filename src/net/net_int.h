@@ -82,7 +82,9 @@ struct keel_conn {
     struct keel_buf hoffs; /* uint32_t pairs: name off/len, value off/len */
     uint32_t url_len;
     bool in_value;
-    const char *value_end; /* end of the last value span in this buffer */
+    uint64_t value_end;    /* stream position after the last value span */
+    const char *feed_base; /* the buffer being parsed, and its stream position */
+    uint64_t feed_offset;
     unsigned nheaders;
     size_t header_bytes;
     /* Unparsed input saved while a request is handled (pipelining). */
@@ -96,6 +98,7 @@ struct keel_conn {
     int early_status;   /* set by parser callbacks that reject a request */
     bool keep_alive;
     bool head_only;
+    bool version_seen;
     bool expect_continue;
     bool message_done;
     bool timer_header_armed;

@@ -134,12 +134,17 @@ static void on_wake(uv_async_t *a)
     uv_timer_start(&loop->tick, on_tick, 0, 50);
 }
 
+static uv_async_t loops_done;
+static _Atomic unsigned nloops_done;
+
 static void loop_main(void *arg)
 {
     struct keel_loop *loop = arg;
 
     keel_metrics_thread_init(loop->id);
     uv_run(&loop->uv, UV_RUN_DEFAULT);
+    atomic_fetch_add(&nloops_done, 1);
+    uv_async_send(&loops_done);
 }
 
 static keel_status loop_init(struct keel_loop *loop, unsigned id, int fd)
@@ -183,6 +188,32 @@ static void loop_free(struct keel_loop *loop)
 /* -------------------------------------------------------- the main thread */
 
 static uv_signal_t sigterm, sigint;
+static uv_timer_t force_timer;
+
+static void on_loops_done(uv_async_t *a)
+{
+    (void)a;
+    if (atomic_load(&nloops_done) < server.nloops)
+        return;
+    uv_close((uv_handle_t *)&loops_done, NULL);
+    if (!uv_is_closing((uv_handle_t *)&force_timer))
+        uv_close((uv_handle_t *)&force_timer, NULL);
+    if (!uv_is_closing((uv_handle_t *)&sigterm)) {
+        uv_close((uv_handle_t *)&sigterm, NULL);
+        uv_close((uv_handle_t *)&sigint, NULL);
+    }
+}
+
+/* The loops cut their connections at the deadline, but work already on
+ * the thread pool cannot be cancelled (a query stuck in a driver): past
+ * the deadline and a grace second the process leaves without it. */
+static void on_force(uv_timer_t *t)
+{
+    (void)t;
+    keel_log(KEEL_LOG_WARN, "exit", KEEL_LF_INT("code", 0),
+             KEEL_LF_STR("reason", "shutdown timeout: thread-pool work abandoned"));
+    _exit(KEEL_EXIT_OK);
+}
 
 static void on_signal(uv_signal_t *s, int signum)
 {
@@ -197,6 +228,7 @@ static void on_signal(uv_signal_t *s, int signum)
     /* A second signal kills the process at once (default disposition). */
     uv_close((uv_handle_t *)&sigterm, NULL);
     uv_close((uv_handle_t *)&sigint, NULL);
+    uv_timer_start(&force_timer, on_force, server.cfg->shutdown_timeout_ms + 1000, 0);
 }
 
 static double gauge_connections(void *arg)
@@ -253,6 +285,8 @@ keel_status keel_server_run(const struct keel_config *cfg, struct keel_router *r
     rc = open_listeners(cfg, fds);
     for (i = 0; rc == KEEL_OK && i < server.nloops; i++)
         rc = loop_init(&server.loops[i], i, fds[i]);
+    uv_async_init(uv_default_loop(), &loops_done, on_loops_done);
+    uv_timer_init(uv_default_loop(), &force_timer);
     for (i = 0; rc == KEEL_OK && i < server.nloops; i++, started++)
         if (uv_thread_create(&server.loops[i].thread, loop_main, &server.loops[i]) != 0)
             rc = KEEL_E_INTERNAL;
@@ -270,6 +304,9 @@ keel_status keel_server_run(const struct keel_config *cfg, struct keel_router *r
         atomic_store(&server.state, KEEL_SERVER_DRAINING);
         for (i = 0; i < started; i++)
             uv_async_send(&server.loops[i].wake);
+        uv_close((uv_handle_t *)&loops_done, NULL);
+        uv_close((uv_handle_t *)&force_timer, NULL);
+        uv_run(uv_default_loop(), UV_RUN_DEFAULT);
     }
     for (i = 0; i < started; i++)
         uv_thread_join(&server.loops[i].thread);

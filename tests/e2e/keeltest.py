@@ -347,6 +347,29 @@ def parse_json_line(line):
     return rec if isinstance(rec, dict) else None
 
 
+TCP_STATES = {"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
+              "05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT",
+              "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
+
+
+def tcp_state(local_port, remote_port):
+    """The kernel's state of the loopback TCP socket local_port -> remote_port
+    (from /proc/net/tcp), or None when there is none. Lets a test see that
+    the server closed a connection without reading from it."""
+    want_l = ":%04X" % local_port
+    want_r = ":%04X" % remote_port
+    try:
+        with open("/proc/net/tcp") as f:
+            next(f)
+            for line in f:
+                parts = line.split()
+                if parts[1].endswith(want_l) and parts[2].endswith(want_r):
+                    return TCP_STATES.get(parts[3], parts[3])
+    except OSError:
+        return None
+    return None
+
+
 # --------------------------------------------------------------------------
 # requests and responses
 
@@ -450,7 +473,11 @@ class Conn:
         if nodelay:
             self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.sock.settimeout(timeout)
-        self.sock.connect((host, port))
+        try:
+            self.sock.connect((host, port))
+        except BaseException:
+            self.sock.close()
+            raise
         self.timeout = timeout
         self.buf = bytearray()
         self.eof = False

@@ -97,6 +97,12 @@ class BadConfig(unittest.TestCase):
         self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
         self.assertNotIn("short-secret", p.stdout + p.stderr, "secret echoed in an error")
 
+    def test_production_refuses_debug_routes(self):
+        p = self.run_serve({"KEEL_ENV": "production", "KEEL_JWT_SECRET": SECRET,
+                            "KEEL_DEBUG_ROUTES": "1"})
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+        self.assertIn("KEEL_DEBUG_ROUTES", p.stderr)
+
     def test_production_wildcard_cors(self):
         p = self.run_serve({"KEEL_ENV": "production", "KEEL_JWT_SECRET": SECRET,
                             "KEEL_CORS_ORIGINS": "*"})
@@ -134,6 +140,48 @@ class ConfigLog(unittest.TestCase):
         with Server(env={"KEEL_MAX_URI_BYTES": "200"}) as srv:
             self.assertEqual(srv.request("GET", "/health/live?x=" + "a" * 100).status, 200)
             self.assertEqual(srv.request("GET", "/health/live?x=" + "a" * 300).status, 414)
+
+
+class Precedence(unittest.TestCase):
+    """flags > environment > config file > defaults (SPEC section 5), seen
+    through KEEL_MAX_URI_BYTES: a URI over the effective limit gets 414."""
+
+    def setUp(self):
+        fd, self.conf = tempfile.mkstemp(suffix=".conf")
+        with os.fdopen(fd, "w") as f:
+            f.write("# e2e\n[keel]\nmax_uri_bytes = 100\n")
+        self.addCleanup(os.unlink, self.conf)
+
+    def uri_status(self, srv, n):
+        return srv.request("GET", "/health/live?" + "a" * (n - len("/health/live?"))).status
+
+    def test_file_over_default(self):
+        with Server(args=["--config", self.conf]) as srv:
+            self.assertEqual(self.uri_status(srv, 90), 200)
+            self.assertEqual(self.uri_status(srv, 150), 414)
+
+    def test_env_over_file(self):
+        with Server(args=["--config", self.conf], env={"KEEL_MAX_URI_BYTES": "200"}) as srv:
+            self.assertEqual(self.uri_status(srv, 150), 200)
+            self.assertEqual(self.uri_status(srv, 250), 414)
+
+    def test_flag_over_env(self):
+        with Server(args=["--config", self.conf, "--max-uri-bytes", "300"],
+                    env={"KEEL_MAX_URI_BYTES": "200"}) as srv:
+            self.assertEqual(self.uri_status(srv, 250), 200)
+            self.assertEqual(self.uri_status(srv, 350), 414)
+
+    def test_bad_file_value(self):
+        with open(self.conf, "w") as f:
+            f.write("[keel]\nmax_uri_bytes = lots\n")
+        p = run_cli(["serve", "--config", self.conf], env={"KEEL_LISTEN": "127.0.0.1:0"}, timeout=10)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
+        self.assertEqual(len(problem_lines(p.stderr)), 1, p.stderr)
+
+    def test_missing_config_file(self):
+        p = run_cli(["serve", "--config", self.conf + ".missing"], env={"KEEL_LISTEN": "127.0.0.1:0"},
+                    timeout=10)
+        self.assertEqual(p.returncode, 78, p.stdout + p.stderr)
 
 
 class Healthcheck(unittest.TestCase):

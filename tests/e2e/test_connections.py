@@ -2,6 +2,7 @@
 cleanly and promptly, existing ones keep working, capacity comes back when
 connections close. Memory per idle connection is small."""
 
+import resource
 import socket
 import time
 import unittest
@@ -90,6 +91,14 @@ class IdleConnectionMemory(unittest.TestCase):
     N = 2000
 
     def test_idle_keepalive_memory(self):
+        # both ends need a descriptor per connection; the server inherits our limit
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        want = 2 * self.N + 200
+        if soft < want and (hard == resource.RLIM_INFINITY or hard >= want):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            self.addCleanup(resource.setrlimit, resource.RLIMIT_NOFILE, (soft, hard))
+        elif soft < want:
+            self.skipTest("RLIMIT_NOFILE hard limit %d is too low for %d connections" % (hard, self.N))
         env = {"KEEL_MAX_CONNECTIONS": "10000", "KEEL_KEEPALIVE_TIMEOUT": "60"}
         with Server(env=env, threads=2) as srv:
             # warm up allocator and lazily created state

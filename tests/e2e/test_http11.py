@@ -166,6 +166,20 @@ class ConnectionClose(ServerCase):
             self.assertEqual(data, b"")
         self.assertEqual(self.srv.request_logs("after-close"), [])
 
+    def test_close_with_trailing_whitespace(self):
+        # field values are trimmed of OWS: "close\t" is close
+        for value in ("close\t", "close ", " close"):
+            with self.subTest(value=value):
+                with self.srv.connect() as c:
+                    c.send(build_request("GET", "/health/live", {"Connection": value, "X-Request-ID": "ows"}) +
+                           build_request("GET", "/health/live", {"X-Request-ID": "after-ows-close"}))
+                    r = c.read_response()
+                    self.assertEqual(r.header("x-request-id"), "ows")
+                    self.assertIn("close", r.tokens("connection"))
+                    data, closed = c.read_until_close(2)
+                    self.assertEqual(data, b"")
+                    self.assertTrue(closed)
+
     def test_close_token_in_list(self):
         with self.srv.connect() as c:
             c.send(build_request("GET", "/health/live", {"Connection": "foo, Close"}))
@@ -189,6 +203,15 @@ class HostHeader(ServerCase):
         with self.srv.connect() as c:
             c.send(b"GET /health/live HTTP/1.1\r\nHost: a\r\nhost: a\r\n\r\n")
             check_problem(self, c.read_response(), 400)
+
+    def test_head_error_has_no_body(self):
+        # a 400 to a HEAD request has no body either (RFC 9110 9.3.2)
+        with self.srv.connect() as c:
+            c.send(b"HEAD /health/live HTTP/1.1\r\n\r\n")
+            r = c.read_response(method="HEAD")
+            self.assertEqual(r.status, 400)
+            data, closed = c.read_until_close(2)
+        self.assertEqual(data, b"", "body bytes after a HEAD response")
 
     def test_host_with_port(self):
         with self.srv.connect() as c:

@@ -128,9 +128,22 @@ class GracefulShutdown(unittest.TestCase):
         ok_before = stats.ok
         self.assertGreater(ok_before, 0, "load generator got no responses before the signal")
 
+        # a request in progress (headers not finished) when the signal comes:
+        # if it is answered at all, /health/ready must say 503 by then
+        partial = srv.connect(timeout=5)
+        partial.send(b"GET /health/ready HTTP/1.1\r\nHost: x\r\n")
+
         sig_time[0] = time.monotonic()
         signalled.set()
         srv.send_signal(signal.SIGTERM)
+        time.sleep(0.15)
+        partial.try_send(b"X-Late: 1\r\n\r\n")
+        try:
+            pr = partial.read_response(timeout=5)
+            ready_after.append(pr.status)
+        except (ConnectionClosed, OSError):
+            pr = None
+        partial.close()
 
         # idle keep-alive connections are closed promptly
         idle_closed = idle.wait_closed(3)

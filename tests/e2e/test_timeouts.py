@@ -183,23 +183,40 @@ class Timeouts(ServerCase):
 
         th = threading.Thread(target=sample, daemon=True)
         th.start()
+        states = []
         try:
             stalled = self.srv.connect(rcvbuf=4096)
+            cport = stalled.sock.getsockname()[1]
             stalled.send(build_request("GET", "/debug/bytes?n=%d" % n))
-            # never read; other clients keep being served meanwhile
+            # never read; watch the server's side of the connection in the
+            # kernel, and check other clients are served meanwhile
             t0 = time.monotonic()
-            while time.monotonic() - t0 < 4 * T:
+            closed_at = None
+            while time.monotonic() - t0 < 6 * T:
+                st = keeltest.tcp_state(self.srv.port, cport)
+                states.append((round(time.monotonic() - t0, 2), st))
+                if st != "ESTABLISHED" and closed_at is None:
+                    closed_at = time.monotonic() - t0
                 others_ok.append(self.srv.request("GET", "/health/live", timeout=3).status)
-                time.sleep(0.2)
+                if closed_at is not None and time.monotonic() - t0 > closed_at + 0.5:
+                    break
+                time.sleep(0.1)
         finally:
             stop.set()
             th.join()
         data, closed = stalled.read_until_close(timeout=10, limit=n + 100000)
         stalled.close()
-        self.assertTrue(all(s == 200 for s in others_ok) and others_ok, others_ok)
-        self.assertTrue(data.startswith(b"HTTP/1.1 200"), data[:100])
-        self.assertTrue(closed, "server kept the stalled connection (read %d bytes)" % len(data))
-        self.assertLess(len(data), n, "the whole body was delivered: no send timeout")
+        head, _, body = data.partition(b"\r\n\r\n")
+        self.assertTrue(head.startswith(b"HTTP/1.1 200"), data[:100])
+        self.assertTrue(others_ok and all(s == 200 for s in others_ok), others_ok)
+        self.assertIsNotNone(closed_at, "the server kept a connection whose client stopped reading "
+                                        "for 6 s (server-side socket states: %r)" % states[-3:])
+        self.assertGreater(closed_at, 0.5 * T, "the server dropped the response at once instead of "
+                                               "streaming it (%d body bytes sent): %r" % (len(body), states[:5]))
+        self.assertLess(closed_at, 4.0 * T)
+        self.assertTrue(closed)
+        self.assertGreater(len(body), 0)
+        self.assertLess(len(body), n, "the whole body was delivered: no send timeout")
         growth_mb = (peak[0] - base) / 1024.0
         self.assertLess(growth_mb, 20, "RSS grew by %.1f MB while a client stalled on a %d MB "
                                        "response: output is not bounded" % (growth_mb, n // 1000000))

@@ -30,8 +30,9 @@ VECTORS = os.environ.get("KEEL_VECTORS") or os.path.abspath(
 
 WORKERS = 24
 PAUSE = 0.0003          # between chunks, so the server reads them one by one
-CLOSE_WAIT = 4.0        # how long to wait for the server's close
-MAX_SLOW = 40           # runs that hit CLOSE_WAIT before the split pass gives up
+CLOSE_WAIT = 2.0        # how long to wait for the server's close (its own timeouts are 10 s)
+CASE_SLOW = 3           # runs of one case that hit CLOSE_WAIT before its other splits are skipped
+MAX_SLOW = 300          # the same, over a whole pass
 
 
 def load_cases():
@@ -41,6 +42,12 @@ def load_cases():
             c = json.loads(line)
             if c.get("type") == "request":
                 c["data"] = bytes.fromhex(c["input_hex"])
+                if (c.get("meta") or {}).get("skipBody"):
+                    # llhttp's harness skipped the body (on_headers_complete
+                    # returned 1); a server reads it, so the next "message" is
+                    # body bytes: the input is one incomplete message
+                    c["messages_completed"] = 0
+                    c["no_host_variant"] = True
                 cases.append(c)
     return cases
 
@@ -179,8 +186,6 @@ def check(case, res):
         return "malformed response: %s" % res.error
     if res.leftover:
         return "incomplete response bytes %r" % res.leftover[:80]
-    if not res.closed:
-        return "connection not closed within %.0fs" % CLOSE_WAIT
     for i, cl in enumerate(res.closes[:-1]):
         if cl:
             return "response %d announced close but more responses followed" % (i + 1)
@@ -188,15 +193,17 @@ def check(case, res):
         if mc == 0:
             if len(st) > 1 or (st and st[0] < 400):
                 return "incomplete message: expected no answer or one error, got %r" % st
-            return None
-        if not st:
-            return "ok case with %d message(s) got no response" % mc
-        if len(st) > mc + 1:
-            return "more responses than messages (%d > %d)" % (len(st), mc)
-        if len(st) == mc + 1 and st[-1] < 400:
-            return "a success response for an extra message"
-        if len(st) < mc and not res.closes[len(st) - 1]:
-            return "%d of %d messages answered, without announcing close" % (len(st), mc)
+        else:
+            if not st:
+                return "ok case with %d message(s) got no response" % mc
+            if len(st) > mc + 1:
+                return "more responses than messages (%d > %d)" % (len(st), mc)
+            if len(st) == mc + 1 and st[-1] < 400:
+                return "a success response for an extra message"
+            if len(st) < mc and not res.closes[len(st) - 1]:
+                return "%d of %d messages answered, without announcing close" % (len(st), mc)
+        if not res.closed:
+            return "connection not closed within %.0fs of the client's EOF" % CLOSE_WAIT
         return None
     # error case
     if len(st) > mc + 1:
@@ -206,6 +213,10 @@ def check(case, res):
         last = st[-1]
         if not (400 <= last < 500 or last in (501, 505)):
             return "the bad message got %d" % last
+    if not res.closed:
+        if len(st) < mc + 1:
+            return "no error response and the connection stays open (the server is waiting for more)"
+        return "connection not closed within %.0fs after the error response" % CLOSE_WAIT
     return None
 
 
@@ -216,7 +227,8 @@ def vectors_missing():
 @unittest.skipIf(vectors_missing(), "llhttp vectors not found at %s" % VECTORS)
 class Vectors(ServerCase):
     THREADS = 2
-    ENV = {"KEEL_KEEPALIVE_TIMEOUT": "3", "KEEL_HEADER_TIMEOUT": "3", "KEEL_BODY_TIMEOUT": "3",
+    # long timeouts: every close seen within CLOSE_WAIT is the server's own decision
+    ENV = {"KEEL_KEEPALIVE_TIMEOUT": "10", "KEEL_HEADER_TIMEOUT": "10", "KEEL_BODY_TIMEOUT": "10",
            "KEEL_MAX_CONNECTIONS": "10000"}
     whole = None
 
@@ -226,23 +238,29 @@ class Vectors(ServerCase):
         cls.cases = load_cases()
 
     def run_all(self, jobs):
-        """jobs: [(case, data, chunk)] -> [(case, chunk, Result)]"""
+        """jobs: [(case, data, chunk)] -> [(case, chunk, Result)]; a case
+        whose runs keep hanging has its remaining runs skipped (Result None)."""
+        slow = {}
+        total_slow = [0]
+
+        def job(case, data, chunk):
+            if slow.get(id(case), 0) >= CASE_SLOW or total_slow[0] >= MAX_SLOW:
+                return None
+            res = replay(self.srv.host, self.srv.port, data, chunk, case["outcome"] == "ok")
+            if not res.closed:
+                slow[id(case)] = slow.get(id(case), 0) + 1
+                total_slow[0] += 1
+            return res
+
         out = []
-        slow = 0
         with concurrent.futures.ThreadPoolExecutor(WORKERS) as ex:
-            futs = {ex.submit(replay, self.srv.host, self.srv.port, data, chunk,
-                              case["outcome"] == "ok"): (case, chunk) for case, data, chunk in jobs}
+            futs = {ex.submit(job, case, data, chunk): (case, chunk) for case, data, chunk in jobs}
             for f in concurrent.futures.as_completed(futs):
                 case, chunk = futs[f]
-                res = f.result()
-                if not res.closed:
-                    slow += 1
-                    if slow > MAX_SLOW:
-                        for g in futs:
-                            g.cancel()
-                        self.fail("more than %d replays were not closed by the server within %.0fs "
-                                  "(last: %s chunk %d: %r)" % (MAX_SLOW, CLOSE_WAIT, case_label(case), chunk, res))
-                out.append((case, chunk, res))
+                out.append((case, chunk, f.result()))
+        if total_slow[0] >= MAX_SLOW:
+            self.fail("%d replays were not closed by the server within %.0fs; gave up" % (
+                total_slow[0], CLOSE_WAIT))
         return out
 
     def whole_results(self):
@@ -258,6 +276,9 @@ class Vectors(ServerCase):
         results = self.whole_results()
         problems = []
         for c in self.cases:
+            if results[id(c)] is None:
+                problems.append("%s: not run" % case_label(c))
+                continue
             why = check(c, results[id(c)])
             if why:
                 problems.append("%s [%s mc=%d]: %s; %r" % (case_label(c), c["outcome"],
@@ -277,19 +298,24 @@ class Vectors(ServerCase):
         results = self.run_all(jobs)
         elapsed = time.monotonic() - t0
         per_case = {}
+        skipped = 0
         for c, k, res in results:
+            if res is None:
+                skipped += 1
+                per_case.setdefault(id(c), (c, []))[1].append((k, "skipped after %d hanging runs" % CASE_SLOW, None))
+                continue
             why = check(c, res)
             w = whole[id(c)]
-            if not why and res.sig() != w.sig() and not (res.reset or w.reset):
+            if not why and w is not None and res.sig() != w.sig() and not (res.reset or w.reset):
                 why = "outcome changed by splitting: whole %r, split %r" % (w.statuses, res.statuses)
             if why:
                 per_case.setdefault(id(c), (c, []))[1].append((k, why, res))
         self.assertTrue(self.srv.alive(), "server died")
-        print("split pass: %d replays in %.1fs" % (len(jobs), elapsed))
+        print("split pass: %d replays in %.1fs (%d skipped)" % (len(jobs), elapsed, skipped))
         if per_case:
             lines = []
             for c, fails in per_case.values():
-                fails.sort(key=lambda x: x[0])
+                fails.sort(key=lambda x: (x[2] is None, x[0]))
                 k, why, res = fails[0]
                 lines.append("%s [%s]: %d of %d chunk sizes fail, e.g. %d-byte chunks: %s; %r" % (
                     case_label(c), c["outcome"], len(fails), len(c["data"]), k, why, res))
@@ -299,7 +325,7 @@ class Vectors(ServerCase):
     def test_4_ok_cases_with_host(self):
         jobs = []
         for c in self.cases:
-            if c["outcome"] != "ok" or c["messages_completed"] == 0:
+            if c["outcome"] != "ok" or c["messages_completed"] == 0 or c.get("no_host_variant"):
                 continue
             data = add_host(c["data"])
             if data is None:
@@ -310,6 +336,9 @@ class Vectors(ServerCase):
         problems = []
         statuses = {}
         for c, k, res in results:
+            if res is None:
+                problems.append("%s chunk %d: skipped after hanging runs" % (case_label(c), k))
+                continue
             why = check(c, res)
             if not why and len(res.statuses) != c["messages_completed"] and not any(res.closes):
                 why = "%d responses for %d messages" % (len(res.statuses), c["messages_completed"])
