@@ -42,7 +42,7 @@ keel_status keel_buf_reserve(struct keel_buf *b, size_t extra)
     cap = b->cap ? b->cap : 256;
     while (cap < need)
         cap *= 2;
-    if (cap > b->max + 1)
+    if (b->max < SIZE_MAX && cap > b->max + 1)
         cap = b->max + 1;
     b->data = keel_xrealloc(b->data, cap);
     b->cap = cap;

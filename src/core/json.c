@@ -325,6 +325,17 @@ static bool scan_string(struct scan *s)
             return true;
         if (c < 0x20)
             return fail(s, "control character in string");
+        if (c >= 0x80) {
+            /* json-c checks only the byte structure of UTF-8; overlong
+             * forms, surrogates and code points past U+10FFFF are refused
+             * here with the same check the writer uses. */
+            size_t seq = utf8_seq((const unsigned char *)s->p - 1, (size_t)(s->end - s->p) + 1);
+
+            if (!seq)
+                return fail(s, "invalid UTF-8");
+            s->p += seq - 1;
+            continue;
+        }
         if (c != '\\')
             continue;
         if (s->p >= s->end)
@@ -520,6 +531,10 @@ keel_status keel_json_parse(const char *p, size_t len, int max_depth,
         return KEEL_E_NOMEM;
     json_tokener_set_flags(tok, JSON_TOKENER_STRICT | JSON_TOKENER_VALIDATE_UTF8);
     o = json_tokener_parse_ex(tok, p, (int)len);
+    if (json_tokener_get_error(tok) == json_tokener_continue)
+        /* A number or literal that ends the input is complete only once
+         * json-c sees a terminator (the scanner proved the text is whole). */
+        o = json_tokener_parse_ex(tok, "", 1);
     if (json_tokener_get_error(tok) != json_tokener_success) {
         *why = json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string
                    ? "invalid UTF-8"

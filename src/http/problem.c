@@ -99,6 +99,8 @@ keel_status keel_fail_field(struct keel_request *req, const char *field, const c
         memcpy(f, req->problem_fields, n * sizeof(*f));
     f[n].field = keel_arena_strdup(req->arena, field);
     f[n].message = keel_arena_strdup(req->arena, message);
+    if (!f[n].field || !f[n].message)
+        return KEEL_E_NOMEM;
     req->problem_fields = f;
     req->nproblem_fields = n + 1;
     req->problem_status = 400;
@@ -123,9 +125,7 @@ keel_status keel_errorf(struct keel_request *req, keel_status rc, const char *fm
 keel_status keel_problem_render(struct keel_request *req)
 {
     int status = req->problem_status ? req->problem_status : keel_status_http(req->rc);
-    const char *slug = req->problem_slug ? req->problem_slug : keel_problem_slug(status);
-    const char *title = strcmp(slug, "validation-error") == 0 ? "Validation failed"
-                                                               : keel_problem_title(status);
+    const char *slug, *title;
     /* Only keel_fail text is public; a 5xx never carries a handler's text
      * unless it was given through keel_fail on purpose. */
     const char *detail = req->problem_detail ? req->problem_detail : keel_strerror(req->rc);
@@ -135,6 +135,8 @@ keel_status keel_problem_render(struct keel_request *req)
 
     if (status < 400 || status > 599)
         status = 500;
+    slug = req->problem_slug ? req->problem_slug : keel_problem_slug(status);
+    title = strcmp(slug, "validation-error") == 0 ? "Validation failed" : keel_problem_title(status);
     if (!req->request_id[0]) /* failed before the request-id phase ran */
         keel_uuid_v7(req->request_id);
     snprintf(type, sizeof(type), "/problems/%s", slug);

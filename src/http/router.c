@@ -67,6 +67,10 @@ static keel_status parse_param(const char *p, size_t len, struct segment *s)
     nlen = colon ? (size_t)(colon - p) : len;
     if (nlen == 0)
         return KEEL_E_INVALID;
+    for (size_t i = 0; i < nlen; i++)
+        if (!(p[i] == '_' || (p[i] >= 'a' && p[i] <= 'z') || (p[i] >= 'A' && p[i] <= 'Z') ||
+              (p[i] >= '0' && p[i] <= '9')))
+            return KEEL_E_INVALID;
     s->text = (struct keel_str){p, nlen};
     s->kind = SEG_ANY;
     if (colon) {
@@ -105,6 +109,10 @@ static keel_status compile(const char *pattern, struct compiled *c)
             rc = parse_param(p, (size_t)(end - p), s);
             if (rc < 0 || ++nparams > KEEL_MAX_PARAMS)
                 return KEEL_E_INVALID;
+            for (unsigned k = 0; k + 1 < c->nseg; k++)
+                if (c->seg[k].kind != SEG_LIT && c->seg[k].text.len == s->text.len &&
+                    memcmp(c->seg[k].text.p, s->text.p, s->text.len) == 0)
+                    return KEEL_E_INVALID; /* two parameters with one name */
         } else {
             if (memchr(p, '{', (size_t)(end - p)) || memchr(p, '}', (size_t)(end - p)))
                 return KEEL_E_INVALID;
@@ -190,40 +198,53 @@ static bool all_digits(struct keel_str s)
     return true;
 }
 
-/* Returns a specificity score (higher wins) or -1 when c does not match. */
-static long score(const struct compiled *c, const struct keel_str *segs, unsigned nseg)
+/* Whether c matches the path segments. */
+static bool matches(const struct compiled *c, const struct keel_str *segs, unsigned nseg)
 {
-    long sc = 0;
     unsigned i;
 
     if (c->nseg != nseg)
-        return -1;
+        return false;
     for (i = 0; i < nseg; i++) {
         const struct segment *s = &c->seg[i];
 
-        sc <<= 2;
         switch (s->kind) {
         case SEG_LIT:
             if (s->text.len != segs[i].len || memcmp(s->text.p, segs[i].p, s->text.len) != 0)
-                return -1;
-            sc |= 3;
+                return false;
             break;
         case SEG_UUID:
             if (!keel_uuid_valid(segs[i].p, segs[i].len))
-                return -1;
-            sc |= 2;
+                return false;
             break;
         case SEG_INT:
             if (!all_digits(segs[i]))
-                return -1;
-            sc |= 2;
+                return false;
             break;
         case SEG_ANY:
-            sc |= 1;
             break;
         }
     }
-    return sc;
+    return true;
+}
+
+static int rank(enum seg_kind k)
+{
+    return k == SEG_LIT ? 3 : k == SEG_ANY ? 1 : 2;
+}
+
+/* True when a is more specific than b: at the first segment where they
+ * differ in kind, a literal beats a typed parameter beats {any}. */
+static bool more_specific(const struct compiled *a, const struct compiled *b)
+{
+    unsigned i;
+
+    if (!b)
+        return true;
+    for (i = 0; i < a->nseg; i++)
+        if (rank(a->seg[i].kind) != rank(b->seg[i].kind))
+            return rank(a->seg[i].kind) > rank(b->seg[i].kind);
+    return false;
 }
 
 /* Splits "/a/b/c" into segments; false for a path Keel never routes
@@ -269,7 +290,6 @@ void keel_router_match(const struct keel_router *r, enum keel_method m, const ch
 {
     struct keel_str segs[KEEL_ROUTER_MAX_SEGMENTS];
     const struct compiled *best = NULL, *best_get = NULL;
-    long best_sc = -1, get_sc = -1, sc;
     unsigned nseg, allow = 0;
     size_t i;
 
@@ -280,17 +300,13 @@ void keel_router_match(const struct keel_router *r, enum keel_method m, const ch
     for (i = 0; i < r->n; i++) {
         const struct compiled *c = &r->routes[i];
 
-        sc = score(c, segs, nseg);
-        if (sc < 0)
+        if (!matches(c, segs, nseg))
             continue;
         allow |= 1u << c->route->method;
-        if (c->route->method == m && sc > best_sc) {
+        if (c->route->method == m && more_specific(c, best))
             best = c;
-            best_sc = sc;
-        } else if (c->route->method == KEEL_HTTP_GET && sc > get_sc) {
+        else if (c->route->method == KEEL_HTTP_GET && more_specific(c, best_get))
             best_get = c;
-            get_sc = sc;
-        }
     }
     if (allow & (1u << KEEL_HTTP_GET))
         allow |= 1u << KEEL_HTTP_HEAD;

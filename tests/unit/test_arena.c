@@ -314,7 +314,7 @@ static void test_reset_reuses_first_chunk(void **state)
     first = keel_arena_alloc(a, 100);
     for (i = 0; i < 100; i++)
         assert_non_null(keel_arena_alloc(a, 1000)); /* several more chunks */
-    assert_non_null(keel_arena_alloc(a, 10000));   /* and a large block */
+    assert_non_null(keel_arena_alloc(a, 10000));    /* and a large block */
     keel_arena_reset(a);
     again = keel_arena_alloc(a, 100);
     assert_ptr_equal(first, again);

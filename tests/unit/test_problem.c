@@ -4,8 +4,10 @@
  * keel_problem_render turns it into an RFC 9457 problem+json document
  * (SPEC section 3) that is parsed back with json-c and checked member by
  * member. Internal text from keel_errorf must never reach the body.
+ * A missing request id is minted with keel_uuid_v7 (libsodium).
  */
 #include <json-c/json.h>
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -13,6 +15,7 @@
 #include "keel/buf.h"
 #include "keel/http.h"
 #include "keel/problem.h"
+#include "keel/uuid.h"
 
 #include "test.h"
 
@@ -82,8 +85,8 @@ static int get_int(struct json_object *o, const char *key)
 }
 
 /* The members every problem has, with their values. */
-static void check_problem(struct json_object *o, int status, const char *slug, const char *title,
-                          const char *detail)
+static void check_problem(
+    struct json_object *o, int status, const char *slug, const char *title, const char *detail)
 {
     char type[128];
 
@@ -130,10 +133,10 @@ static void test_fail_return_codes(void **state)
         int status;
         keel_status rc;
     } cases[] = {
-        {400, KEEL_E_INVALID},   {401, KEEL_E_AUTH},      {403, KEEL_E_FORBIDDEN},
-        {404, KEEL_E_NOT_FOUND}, {405, KEEL_E_INVALID},   {409, KEEL_E_CONFLICT},
-        {413, KEEL_E_TOO_LARGE}, {415, KEEL_E_INVALID},   {422, KEEL_E_INVALID},
-        {429, KEEL_E_INVALID},   {500, KEEL_E_INTERNAL},  {501, KEEL_E_INTERNAL},
+        {400, KEEL_E_INVALID},     {401, KEEL_E_AUTH},     {403, KEEL_E_FORBIDDEN},
+        {404, KEEL_E_NOT_FOUND},   {405, KEEL_E_INVALID},  {409, KEEL_E_CONFLICT},
+        {413, KEEL_E_TOO_LARGE},   {415, KEEL_E_INVALID},  {422, KEEL_E_INVALID},
+        {429, KEEL_E_INVALID},     {500, KEEL_E_INTERNAL}, {501, KEEL_E_INTERNAL},
         {503, KEEL_E_UNAVAILABLE}, {504, KEEL_E_INTERNAL},
     };
     size_t i;
@@ -174,15 +177,20 @@ static void test_fail_status_clamped(void **state)
 static void test_render_without_error_is_500(void **state)
 {
     struct json_object *o;
+    char type[96], title[96];
+    int status;
 
     (void)state;
     g_req.rc = KEEL_OK;
     o = render();
-    assert_int_equal(get_int(o, "status"), 500);
+    status = get_int(o, "status");
+    snprintf(type, sizeof(type), "%s", get_str(o, "type"));
+    snprintf(title, sizeof(title), "%s", get_str(o, "title"));
+    json_object_put(o); /* before asserting, so a failure does not leak */
+    assert_int_equal(status, 500);
     assert_int_equal(g_req.resp.status, 500);
-    assert_string_equal(get_str(o, "type"), "/problems/internal-error");
-    assert_string_equal(get_str(o, "title"), "Internal error");
-    json_object_put(o);
+    assert_string_equal(type, "/problems/internal-error");
+    assert_string_equal(title, "Internal error");
 }
 
 static void test_unknown_statuses(void **state)
@@ -251,9 +259,9 @@ static void test_errorf_hides_internal_detail(void **state)
     struct json_object *o;
 
     (void)state;
-    assert_int_equal(keel_errorf(&g_req, KEEL_E_DB, "pg: password=%s host=%s", "hunter2",
-                                 "10.0.0.5:5432"),
-                     KEEL_E_DB);
+    assert_int_equal(
+        keel_errorf(&g_req, KEEL_E_DB, "pg: password=%s host=%s", "hunter2", "10.0.0.5:5432"),
+        KEEL_E_DB);
     assert_int_equal(g_req.rc, KEEL_E_DB);
     assert_non_null(g_req.internal_detail);
     assert_string_equal(g_req.internal_detail, "pg: password=hunter2 host=10.0.0.5:5432");
@@ -356,6 +364,7 @@ static void test_render_escapes_and_replaces_body(void **state)
 static void test_render_empty_path_and_id(void **state)
 {
     struct json_object *o;
+    char first[sizeof(g_req.request_id)];
 
     (void)state;
     g_req.path = (struct keel_str){NULL, 0};
@@ -363,7 +372,17 @@ static void test_render_empty_path_and_id(void **state)
     keel_fail(&g_req, 404, NULL, "gone");
     o = render();
     assert_string_equal(get_str(o, "instance"), "");
-    assert_string_equal(get_str(o, "request_id"), "");
+    /* A request that failed before the request-id phase gets an id minted
+     * (a UUIDv7), kept on the request so the log line carries the same. */
+    assert_true(keel_uuid_valid(get_str(o, "request_id"), strlen(get_str(o, "request_id"))));
+    assert_int_equal(get_str(o, "request_id")[14], '7');
+    assert_string_equal(get_str(o, "request_id"), g_req.request_id);
+    snprintf(first, sizeof(first), "%s", g_req.request_id);
+    json_object_put(o);
+
+    /* Rendering again keeps that id instead of minting another. */
+    o = render();
+    assert_string_equal(get_str(o, "request_id"), first);
     json_object_put(o);
 }
 
@@ -464,5 +483,7 @@ int main(void)
         T(test_render_default_slugs),
     };
 
+    if (sodium_init() < 0)
+        return 1;
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

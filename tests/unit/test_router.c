@@ -2,7 +2,7 @@
  * test_router.c - unit tests for src/http/router.c: literal and typed
  * routes, 404 versus 405 and the Allow mask, HEAD falling back to GET,
  * automatic OPTIONS, specificity, malformed paths and patterns, conflicts,
- * raw parameter values and the segment and parameter limits.
+ * raw parameter values, route labels and the segment and parameter limits.
  */
 #include <stdio.h>
 #include <string.h>
@@ -13,6 +13,11 @@
 #include "test.h"
 
 #define BIT(m) (1u << (m))
+/* A static route table entry with the dummy handler. */
+#define R(m, p)                                                                                    \
+    {                                                                                              \
+        .method = (m), .pattern = (p), .handler = h_dummy                                          \
+    }
 #define UUID_LO "0190a8a0-1c2b-7d3e-8f40-a1b2c3d4e5f6"
 #define UUID_UP "0190A8A0-1C2B-7D3E-8F40-A1B2C3D4E5F6"
 
@@ -77,6 +82,7 @@ static void expect_404(enum keel_method m, const char *path)
     if (mt.miss != 404)
         print_error("%s %s: expected 404, got %d\n", keel_http_method_name(m), path, mt.miss);
     assert_null(mt.route);
+    assert_null(mt.label);
     assert_int_equal(mt.miss, 404);
     assert_false(mt.auto_options);
     assert_int_equal(mt.allow, 0);
@@ -89,10 +95,10 @@ static unsigned count_routes(void);
 
 static void test_literal_routes(void **state)
 {
-    static const struct keel_route root = {KEEL_HTTP_GET, "/", h_dummy};
-    static const struct keel_route health = {KEEL_HTTP_GET, "/health", h_dummy};
-    static const struct keel_route users = {KEEL_HTTP_GET, "/api/v1/users", h_dummy};
-    static const struct keel_route me = {KEEL_HTTP_GET, "/api/v1/users/me", h_dummy};
+    static const struct keel_route root = R(KEEL_HTTP_GET, "/");
+    static const struct keel_route health = R(KEEL_HTTP_GET, "/health");
+    static const struct keel_route users = R(KEEL_HTTP_GET, "/api/v1/users");
+    static const struct keel_route me = R(KEEL_HTTP_GET, "/api/v1/users/me");
     struct keel_match mt;
 
     (void)state;
@@ -118,7 +124,7 @@ static void test_literal_routes(void **state)
 /* Only len bytes of the path are looked at. */
 static void test_match_uses_len(void **state)
 {
-    static const struct keel_route users = {KEEL_HTTP_GET, "/users", h_dummy};
+    static const struct keel_route users = R(KEEL_HTTP_GET, "/users");
     static const char target[] = "/users?limit=5";
     struct keel_match mt;
 
@@ -136,7 +142,7 @@ static void test_match_uses_len(void **state)
 
 static void test_param_uuid(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/users/{id:uuid}", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/users/{id:uuid}");
     struct keel_match mt;
 
     (void)state;
@@ -162,7 +168,7 @@ static void test_param_uuid(void **state)
 
 static void test_param_int(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/items/{n:int}", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/items/{n:int}");
     struct keel_match mt;
 
     (void)state;
@@ -176,7 +182,7 @@ static void test_param_int(void **state)
     assert_true(keel_str_eq(mt.values[0], "007"));
     expect_hit(KEEL_HTTP_GET, "/items/0", &get);
     expect_hit(KEEL_HTTP_GET, "/items/123456789012345678", &get); /* 18 digits */
-    expect_404(KEEL_HTTP_GET, "/items/1234567890123456789");       /* 19 digits */
+    expect_404(KEEL_HTTP_GET, "/items/1234567890123456789");      /* 19 digits */
     expect_404(KEEL_HTTP_GET, "/items/-1");
     expect_404(KEEL_HTTP_GET, "/items/+1");
     expect_404(KEEL_HTTP_GET, "/items/4a");
@@ -188,7 +194,7 @@ static void test_param_int(void **state)
 /* {name} takes any non-empty segment, still percent-encoded. */
 static void test_param_any_raw(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/files/{name}", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/files/{name}");
     static const char path[] = "/files/a%2Fb%20c%00.txt";
     struct keel_match mt;
 
@@ -211,8 +217,8 @@ static void test_param_any_raw(void **state)
 
 static void test_multiple_params_in_order(void **state)
 {
-    static const struct keel_route get = {
-        KEEL_HTTP_GET, "/orgs/{org}/repos/{repo:int}/issues/{id:uuid}", h_dummy};
+    static const struct keel_route get =
+        R(KEEL_HTTP_GET, "/orgs/{org}/repos/{repo:int}/issues/{id:uuid}");
     struct keel_match mt;
 
     (void)state;
@@ -232,10 +238,10 @@ static void test_multiple_params_in_order(void **state)
 
 static void test_404_vs_405(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/things", h_dummy};
-    static const struct keel_route post = {KEEL_HTTP_POST, "/things", h_dummy};
-    static const struct keel_route put = {KEEL_HTTP_PUT, "/things/{id:int}", h_dummy};
-    static const struct keel_route form = {KEEL_HTTP_POST, "/form", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/things");
+    static const struct keel_route post = R(KEEL_HTTP_POST, "/things");
+    static const struct keel_route put = R(KEEL_HTTP_PUT, "/things/{id:int}");
+    static const struct keel_route form = R(KEEL_HTTP_POST, "/form");
     struct keel_match mt;
 
     (void)state;
@@ -288,8 +294,8 @@ static void test_allow_string(void **state)
     assert_string_equal(out, "");
     keel_router_allow_string(BIT(KEEL_HTTP_DELETE), out, sizeof(out));
     assert_string_equal(out, "DELETE");
-    keel_router_allow_string(BIT(KEEL_HTTP_GET) | BIT(KEEL_HTTP_HEAD) | BIT(KEEL_HTTP_OPTIONS),
-                             out, sizeof(out));
+    keel_router_allow_string(BIT(KEEL_HTTP_GET) | BIT(KEEL_HTTP_HEAD) | BIT(KEEL_HTTP_OPTIONS), out,
+                             sizeof(out));
     assert_string_equal(out, "GET, HEAD, OPTIONS");
     /* Always in method order, whatever order the bits were set in. */
     keel_router_allow_string(BIT(KEEL_HTTP_OPTIONS) | BIT(KEEL_HTTP_PATCH) | BIT(KEEL_HTTP_POST),
@@ -317,8 +323,8 @@ static void test_allow_string(void **state)
 /* The allow mask from a real match renders as the Allow header. */
 static void test_allow_string_from_match(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/a", h_dummy};
-    static const struct keel_route del = {KEEL_HTTP_DELETE, "/a", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/a");
+    static const struct keel_route del = R(KEEL_HTTP_DELETE, "/a");
     struct keel_match mt;
     char out[64];
 
@@ -333,11 +339,11 @@ static void test_allow_string_from_match(void **state)
 
 static void test_head_falls_back_to_get(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/things/{id:int}", h_dummy};
-    static const struct keel_route search = {KEEL_HTTP_GET, "/things/search", h_dummy};
-    static const struct keel_route any = {KEEL_HTTP_GET, "/things/{slug}", h_dummy};
-    static const struct keel_route head = {KEEL_HTTP_HEAD, "/docs", h_dummy};
-    static const struct keel_route docs = {KEEL_HTTP_GET, "/docs", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/things/{id:int}");
+    static const struct keel_route search = R(KEEL_HTTP_GET, "/things/search");
+    static const struct keel_route any = R(KEEL_HTTP_GET, "/things/{slug}");
+    static const struct keel_route head = R(KEEL_HTTP_HEAD, "/docs");
+    static const struct keel_route docs = R(KEEL_HTTP_GET, "/docs");
     struct keel_match mt;
 
     (void)state;
@@ -363,10 +369,10 @@ static void test_head_falls_back_to_get(void **state)
 
 static void test_auto_options(void **state)
 {
-    static const struct keel_route get = {KEEL_HTTP_GET, "/things", h_dummy};
-    static const struct keel_route post = {KEEL_HTTP_POST, "/things", h_dummy};
-    static const struct keel_route opt = {KEEL_HTTP_OPTIONS, "/cors", h_dummy};
-    static const struct keel_route cors_get = {KEEL_HTTP_GET, "/cors", h_dummy};
+    static const struct keel_route get = R(KEEL_HTTP_GET, "/things");
+    static const struct keel_route post = R(KEEL_HTTP_POST, "/things");
+    static const struct keel_route opt = R(KEEL_HTTP_OPTIONS, "/cors");
+    static const struct keel_route cors_get = R(KEEL_HTTP_GET, "/cors");
     struct keel_match mt;
 
     (void)state;
@@ -395,10 +401,10 @@ static void test_auto_options(void **state)
 
 static void test_specificity_literal_beats_param(void **state)
 {
-    static const struct keel_route byid = {KEEL_HTTP_GET, "/products/{id}", h_dummy};
-    static const struct keel_route search = {KEEL_HTTP_GET, "/products/search", h_dummy};
-    static const struct keel_route a1 = {KEEL_HTTP_GET, "/a/{x}/c", h_dummy};
-    static const struct keel_route a2 = {KEEL_HTTP_GET, "/a/b/{y}", h_dummy};
+    static const struct keel_route byid = R(KEEL_HTTP_GET, "/products/{id}");
+    static const struct keel_route search = R(KEEL_HTTP_GET, "/products/search");
+    static const struct keel_route a1 = R(KEEL_HTTP_GET, "/a/{x}/c");
+    static const struct keel_route a2 = R(KEEL_HTTP_GET, "/a/b/{y}");
     int order;
 
     (void)state;
@@ -430,10 +436,10 @@ static void test_specificity_literal_beats_param(void **state)
 
 static void test_specificity_typed_beats_any(void **state)
 {
-    static const struct keel_route any = {KEEL_HTTP_GET, "/p/{name}", h_dummy};
-    static const struct keel_route num = {KEEL_HTTP_GET, "/p/{id:int}", h_dummy};
-    static const struct keel_route uid = {KEEL_HTTP_GET, "/p/{id:uuid}", h_dummy};
-    static const struct keel_route lit = {KEEL_HTTP_GET, "/p/42", h_dummy};
+    static const struct keel_route any = R(KEEL_HTTP_GET, "/p/{name}");
+    static const struct keel_route num = R(KEEL_HTTP_GET, "/p/{id:int}");
+    static const struct keel_route uid = R(KEEL_HTTP_GET, "/p/{id:uuid}");
+    static const struct keel_route lit = R(KEEL_HTTP_GET, "/p/42");
     struct keel_match mt;
 
     (void)state;
@@ -451,9 +457,9 @@ static void test_specificity_typed_beats_any(void **state)
 
 static void test_trailing_slash_and_empty_segments(void **state)
 {
-    static const struct keel_route root = {KEEL_HTTP_GET, "/", h_dummy};
-    static const struct keel_route things = {KEEL_HTTP_GET, "/things", h_dummy};
-    static const struct keel_route sub = {KEEL_HTTP_GET, "/things/{id}/x", h_dummy};
+    static const struct keel_route root = R(KEEL_HTTP_GET, "/");
+    static const struct keel_route things = R(KEEL_HTTP_GET, "/things");
+    static const struct keel_route sub = R(KEEL_HTTP_GET, "/things/{id}/x");
 
     (void)state;
     assert_int_equal(add(&root), KEEL_OK);
@@ -470,6 +476,41 @@ static void test_trailing_slash_and_empty_segments(void **state)
     expect_404(KEEL_HTTP_GET, "*");
     expect_hit(KEEL_HTTP_GET, "/", &root);
     expect_hit(KEEL_HTTP_GET, "/things/1/x", &sub);
+}
+
+/* The label is the pattern without parameter types, for logs and metrics. */
+static void test_route_labels(void **state)
+{
+    static const struct keel_route order = R(KEEL_HTTP_GET, "/orders/{id:uuid}");
+    static const struct keel_route mixed = R(KEEL_HTTP_POST, "/a/{n:int}/b/{x}/c");
+    static const struct keel_route health = R(KEEL_HTTP_GET, "/health");
+    static const struct keel_route root = R(KEEL_HTTP_GET, "/");
+    struct keel_match mt;
+
+    (void)state;
+    assert_int_equal(add(&order), KEEL_OK);
+    assert_int_equal(add(&mixed), KEEL_OK);
+    assert_int_equal(add(&health), KEEL_OK);
+    assert_int_equal(add(&root), KEEL_OK);
+    match(KEEL_HTTP_GET, "/orders/" UUID_LO, &mt);
+    assert_non_null(mt.label);
+    assert_string_equal(mt.label, "/orders/{id}");
+    match(KEEL_HTTP_HEAD, "/orders/" UUID_LO, &mt); /* via the GET route */
+    assert_string_equal(mt.label, "/orders/{id}");
+    match(KEEL_HTTP_POST, "/a/1/b/zz/c", &mt);
+    assert_string_equal(mt.label, "/a/{n}/b/{x}/c");
+    match(KEEL_HTTP_GET, "/health", &mt);
+    assert_string_equal(mt.label, "/health");
+    match(KEEL_HTTP_GET, "/", &mt);
+    assert_string_equal(mt.label, "/");
+    /* No route, no label: 405 and automatic OPTIONS included. */
+    match(KEEL_HTTP_DELETE, "/health", &mt);
+    assert_int_equal(mt.miss, 405);
+    assert_null(mt.label);
+    match(KEEL_HTTP_OPTIONS, "/health", &mt);
+    assert_true(mt.auto_options);
+    assert_null(mt.label);
+    expect_404(KEEL_HTTP_GET, "/orders/x");
 }
 
 /* ------------------------------------------------------------- patterns */
@@ -542,19 +583,18 @@ static void test_invalid_route_fields(void **state)
     assert_int_equal(add(&rt), KEEL_E_INVALID);
     rt = route(KEEL_HTTP_METHOD_COUNT, "/ok");
     assert_int_equal(add(&rt), KEEL_E_INVALID);
-    rt = route((enum keel_method)-1, "/ok");
+    rt = route((enum keel_method) - 1, "/ok");
     assert_int_equal(add(&rt), KEEL_E_INVALID);
     assert_int_equal(count_routes(), 0);
 }
 
 static void test_param_limit(void **state)
 {
-    static const struct keel_route eight = {KEEL_HTTP_GET, "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}",
-                                            h_dummy};
-    static const struct keel_route nine = {KEEL_HTTP_GET,
-                                           "/x/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}", h_dummy};
-    static const struct keel_route nine_lit = {
-        KEEL_HTTP_GET, "/{a}/l/{b}/l/{c}/l/{d}/l/{e}/l/{f}/l/{g}/l/{h}/l/{i:int}", h_dummy};
+    static const struct keel_route eight = R(KEEL_HTTP_GET, "/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}");
+    static const struct keel_route nine =
+        R(KEEL_HTTP_GET, "/x/{a}/{b}/{c}/{d}/{e}/{f}/{g}/{h}/{i}");
+    static const struct keel_route nine_lit =
+        R(KEEL_HTTP_GET, "/{a}/l/{b}/l/{c}/l/{d}/l/{e}/l/{f}/l/{g}/l/{h}/l/{i:int}");
     struct keel_match mt;
     unsigned i;
 
@@ -576,18 +616,18 @@ static void test_param_limit(void **state)
 
 static void test_conflicts(void **state)
 {
-    static const struct keel_route a = {KEEL_HTTP_GET, "/u/{id}", h_dummy};
-    static const struct keel_route a_same = {KEEL_HTTP_GET, "/u/{id}", h_dummy};
-    static const struct keel_route a_renamed = {KEEL_HTTP_GET, "/u/{uid}", h_dummy};
-    static const struct keel_route a_int = {KEEL_HTTP_GET, "/u/{id:int}", h_dummy};
-    static const struct keel_route a_int2 = {KEEL_HTTP_GET, "/u/{n:int}", h_dummy};
-    static const struct keel_route a_uuid = {KEEL_HTTP_GET, "/u/{id:uuid}", h_dummy};
-    static const struct keel_route a_post = {KEEL_HTTP_POST, "/u/{x}", h_dummy};
-    static const struct keel_route lit = {KEEL_HTTP_GET, "/u/me", h_dummy};
-    static const struct keel_route lit2 = {KEEL_HTTP_GET, "/u/me", h_dummy};
-    static const struct keel_route root = {KEEL_HTTP_GET, "/", h_dummy};
-    static const struct keel_route root2 = {KEEL_HTTP_GET, "/", h_dummy};
-    static const struct keel_route deeper = {KEEL_HTTP_GET, "/u/{id}/x", h_dummy};
+    static const struct keel_route a = R(KEEL_HTTP_GET, "/u/{id}");
+    static const struct keel_route a_same = R(KEEL_HTTP_GET, "/u/{id}");
+    static const struct keel_route a_renamed = R(KEEL_HTTP_GET, "/u/{uid}");
+    static const struct keel_route a_int = R(KEEL_HTTP_GET, "/u/{id:int}");
+    static const struct keel_route a_int2 = R(KEEL_HTTP_GET, "/u/{n:int}");
+    static const struct keel_route a_uuid = R(KEEL_HTTP_GET, "/u/{id:uuid}");
+    static const struct keel_route a_post = R(KEEL_HTTP_POST, "/u/{x}");
+    static const struct keel_route lit = R(KEEL_HTTP_GET, "/u/me");
+    static const struct keel_route lit2 = R(KEEL_HTTP_GET, "/u/me");
+    static const struct keel_route root = R(KEEL_HTTP_GET, "/");
+    static const struct keel_route root2 = R(KEEL_HTTP_GET, "/");
+    static const struct keel_route deeper = R(KEEL_HTTP_GET, "/u/{id}/x");
 
     (void)state;
     assert_int_equal(add(&a), KEEL_OK);
@@ -715,9 +755,9 @@ static unsigned count_routes(void)
 
 static void test_each_in_order(void **state)
 {
-    static const struct keel_route r1 = {KEEL_HTTP_GET, "/one", h_dummy};
-    static const struct keel_route r2 = {KEEL_HTTP_POST, "/two", h_dummy};
-    static const struct keel_route r3 = {KEEL_HTTP_GET, "/three/{x}", h_dummy};
+    static const struct keel_route r1 = R(KEEL_HTTP_GET, "/one");
+    static const struct keel_route r2 = R(KEEL_HTTP_POST, "/two");
+    static const struct keel_route r3 = R(KEEL_HTTP_GET, "/three/{x}");
 
     (void)state;
     assert_int_equal(count_routes(), 0);
@@ -758,6 +798,7 @@ int main(void)
         T(test_specificity_literal_beats_param),
         T(test_specificity_typed_beats_any),
         T(test_trailing_slash_and_empty_segments),
+        T(test_route_labels),
         T(test_invalid_patterns),
         T(test_unbalanced_braces_in_param),
         T(test_invalid_route_fields),
