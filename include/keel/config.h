@@ -97,6 +97,11 @@ struct keel_config {
     uint32_t max_header_bytes;                 /* KEEL_MAX_HEADER_BYTES */
     uint32_t max_headers;                      /* KEEL_MAX_HEADERS */
     uint32_t max_uri_bytes;                    /* KEEL_MAX_URI_BYTES */
+    uint32_t breaker_failure_percent;          /* KEEL_BREAKER_FAILURE_PERCENT */
+    uint32_t breaker_min_calls;                /* KEEL_BREAKER_MIN_CALLS */
+    uint64_t breaker_window_ms;                /* KEEL_BREAKER_WINDOW */
+    uint64_t breaker_open_ms;                  /* KEEL_BREAKER_OPEN */
+    uint32_t breaker_half_open_calls;          /* KEEL_BREAKER_HALF_OPEN_CALLS */
     bool debug_routes;                         /* KEEL_DEBUG_ROUTES */
 };
 

@@ -152,6 +152,16 @@ static const struct opt options[] = {
      "header fields per request, 1..1000"},
     {"KEEL_MAX_URI_BYTES", T_U32, 0, OFF(max_uri_bytes), "8192", 64, 1048576, NULL, "N",
      "request target in bytes, 64..1048576"},
+    {"KEEL_BREAKER_FAILURE_PERCENT", T_U32, 0, OFF(breaker_failure_percent), "50", 1, 100, NULL,
+     "PERCENT", "circuit breakers open at this share of failed calls, 1..100"},
+    {"KEEL_BREAKER_MIN_CALLS", T_U32, 0, OFF(breaker_min_calls), "20", 1, 1000000, NULL, "N",
+     "calls in the window before a breaker may open"},
+    {"KEEL_BREAKER_WINDOW", T_MS, 0, OFF(breaker_window_ms), "10", SEC(1) / 10, SEC(3600), NULL,
+     "SECONDS", "rolling window in which breaker failures are counted"},
+    {"KEEL_BREAKER_OPEN", T_MS, 0, OFF(breaker_open_ms), "60", SEC(1) / 10, SEC(3600), NULL,
+     "SECONDS", "time an open breaker fails fast before trial calls"},
+    {"KEEL_BREAKER_HALF_OPEN_CALLS", T_U32, 0, OFF(breaker_half_open_calls), "3", 1, 1000, NULL,
+     "N", "trial calls a half-open breaker lets through"},
     {"KEEL_DEBUG_ROUTES", T_BOOL, 0, OFF(debug_routes), "false", 0, 0, NULL, "BOOL",
      "test-only routes under /debug (refused in production)"},
 };
@@ -1393,6 +1403,25 @@ static void apply_flags(struct loader *ld, const struct flag_value *fv, size_t n
 
 /* Rules between options, on the final values. An option whose own value
  * was refused is skipped: its problem is already reported. */
+/* KEEL_DATABASE_URL left at its default follows KEEL_DATA_DIR, so one
+ * setting moves every file Keel keeps (SPEC section 5: the data dir holds
+ * the SQLite file). */
+static void derive_defaults(struct loader *ld)
+{
+    size_t db = opt_index("KEEL_DATABASE_URL");
+    size_t n;
+    char *url;
+
+    if (ld->origin[db].src != SRC_DEFAULT || !ld->cfg->data_dir ||
+        strcmp(ld->cfg->data_dir, "./var") == 0)
+        return;
+    n = strlen(ld->cfg->data_dir) + sizeof("sqlite:/keel.db");
+    url = keel_xmalloc(n);
+    snprintf(url, n, "sqlite:%s/keel.db", ld->cfg->data_dir);
+    free(ld->cfg->database_url);
+    ld->cfg->database_url = url;
+}
+
 static void check_rules(struct loader *ld)
 {
     const struct keel_config *cfg = ld->cfg;
@@ -1479,6 +1508,7 @@ keel_status keel_config_load_ex(struct keel_config *cfg,
         load_file(ld, path);
     load_env(ld);
     apply_flags(ld, flags, nflags);
+    derive_defaults(ld);
     check_rules(ld);
     if (ld->nerrors == 0)
         rc = KEEL_OK;

@@ -180,7 +180,8 @@ static int build_request(struct keel_conn *c, struct keel_request *req)
     char *bytes = keel_arena_memdup(req->arena, c->hbytes.data ? c->hbytes.data : "",
                                     c->hbytes.len + 1);
     const uint32_t *o = (const uint32_t *)(const void *)c->hoffs.data;
-    const char *q;
+    const char *q, *path;
+    size_t plen;
     unsigned i;
 
     req->headers = keel_arena_calloc(req->arena, c->nheaders ? c->nheaders : 1,
@@ -205,10 +206,26 @@ static int build_request(struct keel_conn *c, struct keel_request *req)
     }
     req->nheaders = c->nheaders;
     req->target = (struct keel_str){bytes, c->url_len};
-    q = memchr(bytes, '?', c->url_len);
-    req->path = (struct keel_str){bytes, q ? (size_t)(q - bytes) : c->url_len};
+    path = bytes;
+    plen = c->url_len;
+    if (plen > 7 && (strncasecmp(path, "http://", 7) == 0 || strncasecmp(path, "https://", 8) == 0)) {
+        /* absolute-form (RFC 9112 3.2.2): route by the path; the authority
+         * stays informational, Host was checked already. */
+        const char *slash = memchr(path + 8, '/', plen - 8);
+
+        if (!slash)
+            slash = path + plen; /* "http://host" means "/" */
+        plen -= (size_t)(slash - path);
+        path = slash;
+        if (plen == 0) {
+            path = "/";
+            plen = 1;
+        }
+    }
+    q = memchr(path, '?', plen);
+    req->path = (struct keel_str){path, q ? (size_t)(q - path) : plen};
     if (q)
-        req->query = (struct keel_str){q + 1, c->url_len - req->path.len - 1};
+        req->query = (struct keel_str){q + 1, plen - req->path.len - 1};
     return 0;
 }
 

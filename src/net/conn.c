@@ -265,7 +265,7 @@ void keel__conn_send(struct keel_conn *c)
 
     if (c->state == CONN_CLOSING)
         return;
-    if (c->loop->draining)
+    if (c->loop->draining || c->loop->server->cfg->keepalive_timeout_ms == 0)
         req->resp.keep_alive = false;
     c->keep_alive = c->keep_alive && req->resp.keep_alive;
     req->resp.keep_alive = c->keep_alive;
@@ -310,7 +310,7 @@ static int parse_error_status(struct keel_conn *c, llhttp_errno_t err)
         return c->early_status;
     /* llhttp reports a bad character after a well-formed "HTTP/1.1" as a
      * version error too; only a version other than 1.x is a 505. */
-    if (err == HPE_INVALID_VERSION && c->parser.http_major != 1 && c->version_seen)
+    if (err == HPE_INVALID_VERSION && c->parser.http_major >= 2)
         return 505;
     return 400;
 }

@@ -115,6 +115,19 @@ class Limits(ServerCase):
             r = c.read_response(timeout=3)
             check_problem(self, r, 413, "payload-too-large")
 
+    def test_refused_body_never_parsed_as_requests(self):
+        # 413 before the body: the unread body (which looks like requests)
+        # must not be served; the connection is closed or the body skipped
+        inner = build_request("GET", "/health/live", {"X-Request-ID": "smuggled-413"}) * 40
+        head = (b"POST /debug/echo-small HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                b"Content-Length: %d\r\n\r\n" % len(inner))
+        with self.srv.connect() as c:
+            c.try_send(head + inner)
+            check_problem(self, c.read_response(timeout=3), 413, "payload-too-large")
+            data, _ = c.read_until_close(timeout=1.5)
+        self.assertNotIn(b"smuggled-413", data)
+        self.assertEqual(self.srv.request_logs("smuggled-413"), [])
+
     def test_huge_content_length(self):
         with self.srv.connect() as c:
             c.send(b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"

@@ -213,6 +213,12 @@ class HostHeader(ServerCase):
             data, closed = c.read_until_close(2)
         self.assertEqual(data, b"", "body bytes after a HEAD response")
 
+    def test_absolute_form(self):
+        # RFC 9112 3.2.2: a server MUST accept the absolute-form
+        with self.srv.connect() as c:
+            c.send(b"GET http://127.0.0.1/health/live HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            self.assertEqual(c.read_response().status, 200)
+
     def test_host_with_port(self):
         with self.srv.connect() as c:
             c.send(b"GET /health/live HTTP/1.1\r\nHost: localhost:8080\r\n\r\n")

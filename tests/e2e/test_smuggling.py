@@ -128,5 +128,61 @@ class Smuggling(ServerCase):
             self.assertTrue(c.is_open(0.2))
 
 
+class Garbage(ServerCase):
+    """Bad input never crashes the server: random bytes, and random
+    mutations of valid requests, on many connections (fixed seed)."""
+
+    def blast(self, payloads):
+        import concurrent.futures
+
+        def one(data):
+            try:
+                with self.srv.connect(timeout=3) as c:
+                    c.try_send(data)
+                    c.shutdown_write()
+                    c.read_until_close(timeout=3)
+            except OSError:
+                pass
+
+        with concurrent.futures.ThreadPoolExecutor(16) as ex:
+            list(ex.map(one, payloads))
+        self.assertTrue(self.srv.alive(), "server died on garbage input")
+        r = self.srv.request("GET", "/health/live")
+        self.assertEqual(r.status, 200)
+
+    def test_random_bytes(self):
+        import random
+        rnd = random.Random(1234)
+        self.blast([bytes(rnd.randrange(256) for _ in range(rnd.randrange(1, 600))) for _ in range(300)])
+
+    def test_mutated_requests(self):
+        import random
+        rnd = random.Random(5678)
+        seeds = [
+            build_request("GET", "/health/live", {"X-Request-ID": "abc"}),
+            build_request("POST", "/debug/echo", {"Content-Type": "application/json"}, b'{"a":[1,2,{"b":null}]}'),
+            b"POST /debug/echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n3\r\n{\"a\r\n4\r\n\":1}\r\n0\r\n\r\n",
+            build_request("GET", "/debug/items/0191d6a4-7b5c-7cc1-9c5e-2d3f4a5b6c7d"),
+            build_request("GET", "/debug/bytes?n=3000", {"Accept-Encoding": "gzip"}),
+        ]
+        payloads = []
+        for _ in range(600):
+            d = bytearray(rnd.choice(seeds) * rnd.randrange(1, 3))
+            for _ in range(rnd.randrange(1, 6)):
+                op = rnd.randrange(4)
+                i = rnd.randrange(len(d))
+                if op == 0:
+                    d[i] = rnd.randrange(256)
+                elif op == 1:
+                    del d[i]
+                elif op == 2:
+                    d[i:i] = bytes([rnd.choice(b"\r\n :;\x00\t0-9aAzZ\"{}[]%")])
+                else:
+                    d[i:i] = d[rnd.randrange(len(d)):][:rnd.randrange(1, 40)]
+            payloads.append(bytes(d))
+        self.blast(payloads)
+
+
 if __name__ == "__main__":
     keeltest.main()

@@ -12,6 +12,7 @@
 #include <time.h>
 
 #include "keel/config.h"
+#include "keel/db.h"
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
@@ -126,6 +127,166 @@ static keel_status item(struct keel_request *req)
     return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
 }
 
+/* ------------------------------------------------------------- storage */
+
+#define KV_MAX 1000
+
+struct kv {
+    char key[KV_MAX + 1];
+    char value[KV_MAX + 1];
+    char source[16];
+    bool found;
+};
+
+/* X-Debug-User stands in for the authenticated user (identity issue) so
+ * tests can drive read-your-writes sessions. */
+static void debug_user(struct keel_request *req)
+{
+    const struct keel_header *h = keel_request_header(req, "X-Debug-User");
+
+    if (h && h->value.len > 0 && h->value.len <= 64)
+        req->user_id = keel_arena_strndup(req->arena, h->value.p, h->value.len);
+}
+
+static struct kv *kv_new(struct keel_request *req)
+{
+    struct keel_str key = keel_request_param(req, "key");
+    struct kv *kv;
+
+    if (key.len == 0 || key.len > KV_MAX)
+        return NULL;
+    kv = keel_arena_calloc(req->arena, 1, sizeof(*kv));
+    if (kv)
+        memcpy(kv->key, key.p, key.len);
+    return kv;
+}
+
+static keel_status db_failure(struct keel_request *req, keel_status rc)
+{
+    if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT)
+        return keel_fail(req, 503, NULL, "The database is unavailable; retry later.");
+    return keel_errorf(req, rc, "debug kv: storage error");
+}
+
+static keel_status kv_put_tx(struct keel_db_conn *c, void *arg)
+{
+    struct kv *kv = arg;
+    const struct keel_db_param p[] = {KEEL_DB_TEXT(kv->key), KEEL_DB_TEXT(kv->value)};
+
+    return keel_db_exec(c,
+                        "INSERT INTO debug_kv (key, value) VALUES ($1, $2) "
+                        "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                        p, 2, NULL);
+}
+
+static keel_status kv_reply(struct keel_request *req, struct kv *kv, bool with_source)
+{
+    struct keel_json j;
+
+    keel_resp_start(req, 200, "application/json");
+    keel_json_begin(&j, &req->resp.body);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "key");
+    keel_json_str(&j, kv->key);
+    keel_json_key(&j, "value");
+    keel_json_str(&j, kv->value);
+    if (with_source) {
+        keel_json_key(&j, "source");
+        keel_json_str(&j, kv->source);
+    }
+    keel_json_obj_close(&j);
+    return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
+}
+
+static keel_status kv_put_done(struct keel_request *req, keel_status rc, void *arg)
+{
+    return rc < 0 ? db_failure(req, rc) : kv_reply(req, arg, false);
+}
+
+static keel_status kv_put(struct keel_request *req)
+{
+    struct kv *kv = kv_new(req);
+    struct json_object *v;
+    const char *s;
+
+    if (!kv)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (!json_object_is_type(req->json, json_type_object) ||
+        !json_object_object_get_ex(req->json, "value", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > KV_MAX)
+        return keel_fail_field(req, "value", "must be a string of at most 1000 bytes");
+    s = json_object_get_string(v);
+    memcpy(kv->value, s, (size_t)json_object_get_string_len(v));
+    debug_user(req);
+    return keel_db_run(req, KEEL_DB_WRITE, kv_put_tx, kv_put_done, kv);
+}
+
+static keel_status kv_get_q(struct keel_db_conn *c, void *arg)
+{
+    struct kv *kv = arg;
+    const struct keel_db_param p[] = {KEEL_DB_TEXT(kv->key)};
+    struct keel_db_rows *r;
+    const char *v;
+    size_t len;
+    keel_status rc;
+
+    snprintf(kv->source, sizeof(kv->source), "%s", keel_db_conn_role(c));
+    rc = keel_db_query(c, "SELECT value FROM debug_kv WHERE key = $1", p, 1, &r);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_next(r);
+    if (rc == KEEL_OK) {
+        v = keel_db_text(r, 0, &len);
+        memcpy(kv->value, v ? v : "", len < KV_MAX ? len : KV_MAX);
+        kv->found = true;
+    }
+    keel_db_rows_free(r);
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+static keel_status kv_get_done(struct keel_request *req, keel_status rc, void *arg)
+{
+    struct kv *kv = arg;
+
+    if (rc < 0)
+        return db_failure(req, rc);
+    if (!kv->found)
+        return keel_fail(req, 404, NULL, "No such key.");
+    return kv_reply(req, kv, true);
+}
+
+static keel_status kv_get(struct keel_request *req)
+{
+    struct kv *kv = kv_new(req);
+
+    if (!kv)
+        return keel_fail(req, 404, NULL, "No such key.");
+    debug_user(req);
+    return keel_db_run(req, KEEL_DB_READ, kv_get_q, kv_get_done, kv);
+}
+
+static keel_status kv_schema(struct keel_db_conn *c, void *arg)
+{
+    (void)arg;
+    return keel_db_exec(c,
+                        strcmp(keel_db_dialect(keel_db_default()), "sqlite") == 0
+                            ? "CREATE TABLE IF NOT EXISTS debug_kv (key TEXT PRIMARY KEY, "
+                              "value TEXT NOT NULL) STRICT"
+                            : "CREATE TABLE IF NOT EXISTS debug_kv (key TEXT PRIMARY KEY, "
+                              "value TEXT NOT NULL)",
+                        NULL, 0, NULL);
+}
+
+/* The kv table is test scaffolding, not product schema: it is created here,
+ * not by a migration, and only when the debug routes are on. */
+static keel_status init(const struct keel_config *cfg)
+{
+    (void)cfg;
+    if (!keel_db_default())
+        return KEEL_OK;
+    return keel_db_transaction(keel_db_default(), NULL, kv_schema, NULL);
+}
+
 static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_GET, .pattern = "/debug/sleep", .handler = do_sleep},
     {.method = KEEL_HTTP_POST, .pattern = "/debug/echo", .handler = echo, .body = KEEL_BODY_JSON},
@@ -137,6 +298,8 @@ static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_GET, .pattern = "/debug/bytes", .handler = bytes},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/error", .handler = fail},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/items/{id:uuid}", .handler = item},
+    {.method = KEEL_HTTP_PUT, .pattern = "/debug/kv/{key}", .handler = kv_put, .body = KEEL_BODY_JSON},
+    {.method = KEEL_HTTP_GET, .pattern = "/debug/kv/{key}", .handler = kv_get},
 };
 
 static bool enabled(const struct keel_config *cfg)
@@ -147,6 +310,7 @@ static bool enabled(const struct keel_config *cfg)
 const struct keel_module keel_module_debug = {
     .name = "debug",
     .enabled = enabled,
+    .init = init,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
 };
