@@ -6,6 +6,7 @@
 
 #include "keel/cmd.h"
 #include "keel/core.h"
+
 #include "keel_commit.h"
 #include "keel_version.h"
 

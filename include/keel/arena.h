@@ -20,9 +20,9 @@
 
 #include "keel/core.h"
 
-#define KEEL_ARENA_CHUNK     (16 * 1024)
-#define KEEL_ARENA_LARGE     (4 * 1024)
-#define KEEL_ARENA_BUDGET    (1024 * 1024)
+#define KEEL_ARENA_CHUNK  (16 * 1024)
+#define KEEL_ARENA_LARGE  (4 * 1024)
+#define KEEL_ARENA_BUDGET (1024 * 1024)
 
 struct keel_arena;
 

@@ -15,7 +15,7 @@ int keel_cmd_migrate(int argc, char **argv);
 /* Loads the configuration for a subcommand, printing problems to stderr.
  * Returns KEEL_EXIT_OK, or the exit code to stop with (64 or 78). Extra
  * flags as keel_config_load_ex; "--help" is handled by the caller. */
-int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
-                         struct keel_config_extra *extra, size_t nextra);
+int keel_cmd_load_config(
+    struct keel_config *cfg, int argc, char **argv, struct keel_config_extra *extra, size_t nextra);
 
 #endif

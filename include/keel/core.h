@@ -52,8 +52,7 @@ enum {
 
 /* Assertions stay on in release builds: a broken invariant is logged with
  * its location and the process aborts. Never assert on user input. */
-#define KEEL_ASSERT(cond)                                                      \
-    ((cond) ? (void)0 : keel__assert_fail(#cond, __FILE__, __LINE__))
+#define KEEL_ASSERT(cond) ((cond) ? (void)0 : keel__assert_fail(#cond, __FILE__, __LINE__))
 #ifdef KEEL_DEBUG
 #define KEEL_DEBUG_ASSERT(cond) KEEL_ASSERT(cond)
 #else
@@ -78,7 +77,7 @@ struct keel_str {
     size_t len;
 };
 
-#define KEEL_STR(lit) ((struct keel_str){(lit), sizeof(lit) - 1})
+#define KEEL_STR(lit)     ((struct keel_str){(lit), sizeof(lit) - 1})
 #define KEEL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
 bool keel_str_eq(struct keel_str a, const char *lit);

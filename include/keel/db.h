@@ -63,15 +63,18 @@ struct keel_db_param {
     size_t len; /* text: bytes (SIZE_MAX = strlen), bytes: length */
 };
 
-#define KEEL_DB_NULL()       ((struct keel_db_param){.type = KEEL_DB_T_NULL})
-#define KEEL_DB_TEXT(str)    ((struct keel_db_param){.type = KEEL_DB_T_TEXT, .v.s = (str), .len = SIZE_MAX})
-#define KEEL_DB_TEXTN(str, n) ((struct keel_db_param){.type = KEEL_DB_T_TEXT, .v.s = (str), .len = (n)})
-#define KEEL_DB_INT(x)       ((struct keel_db_param){.type = KEEL_DB_T_INT64, .v.i = (x)})
-#define KEEL_DB_BOOL(x)      ((struct keel_db_param){.type = KEEL_DB_T_BOOL, .v.t = (x)})
-#define KEEL_DB_DOUBLE(x)    ((struct keel_db_param){.type = KEEL_DB_T_DOUBLE, .v.d = (x)})
-#define KEEL_DB_BYTES(p, n)  ((struct keel_db_param){.type = KEEL_DB_T_BYTES, .v.b = (p), .len = (n)})
-#define KEEL_DB_TIME(us)     ((struct keel_db_param){.type = KEEL_DB_T_TIME, .v.i = (us)})
-#define KEEL_DB_UUID(str)    ((struct keel_db_param){.type = KEEL_DB_T_UUID, .v.s = (str), .len = 36})
+#define KEEL_DB_NULL() ((struct keel_db_param){.type = KEEL_DB_T_NULL})
+#define KEEL_DB_TEXT(str)                                                                          \
+    ((struct keel_db_param){.type = KEEL_DB_T_TEXT, .v.s = (str), .len = SIZE_MAX})
+#define KEEL_DB_TEXTN(str, n)                                                                      \
+    ((struct keel_db_param){.type = KEEL_DB_T_TEXT, .v.s = (str), .len = (n)})
+#define KEEL_DB_INT(x)    ((struct keel_db_param){.type = KEEL_DB_T_INT64, .v.i = (x)})
+#define KEEL_DB_BOOL(x)   ((struct keel_db_param){.type = KEEL_DB_T_BOOL, .v.t = (x)})
+#define KEEL_DB_DOUBLE(x) ((struct keel_db_param){.type = KEEL_DB_T_DOUBLE, .v.d = (x)})
+#define KEEL_DB_BYTES(p, n)                                                                        \
+    ((struct keel_db_param){.type = KEEL_DB_T_BYTES, .v.b = (p), .len = (n)})
+#define KEEL_DB_TIME(us)  ((struct keel_db_param){.type = KEEL_DB_T_TIME, .v.i = (us)})
+#define KEEL_DB_UUID(str) ((struct keel_db_param){.type = KEEL_DB_T_UUID, .v.s = (str), .len = 36})
 
 /* Where a connection may come from. */
 enum keel_db_intent {
@@ -111,8 +114,10 @@ void keel_db_set_default(struct keel_db *db);
 
 /* Checks out a connection for `intent` (blocking up to the pool wait
  * timeout, 5 s). Pool thread only. */
-keel_status keel_db_acquire(struct keel_db *db, enum keel_db_intent intent,
-                            const struct keel_db_session *sess, struct keel_db_conn **out);
+keel_status keel_db_acquire(struct keel_db *db,
+                            enum keel_db_intent intent,
+                            const struct keel_db_session *sess,
+                            struct keel_db_conn **out);
 /* Returns the connection to its pool. A connection inside a transaction
  * is rolled back first; a broken one is closed and replaced later. */
 void keel_db_release(struct keel_db_conn *c);
@@ -131,14 +136,20 @@ void keel_db_set_timeout(struct keel_db_conn *c, unsigned ms);
 
 /* Runs a statement that returns no rows; *affected (may be NULL) gets the
  * number of rows changed. */
-keel_status keel_db_exec(struct keel_db_conn *c, const char *sql, const struct keel_db_param *params,
-                         unsigned nparams, int64_t *affected);
+keel_status keel_db_exec(struct keel_db_conn *c,
+                         const char *sql,
+                         const struct keel_db_param *params,
+                         unsigned nparams,
+                         int64_t *affected);
 
 /* Runs a query. On KEEL_OK, *out is a result the caller iterates with
  * keel_db_next and frees with keel_db_rows_free (before running another
  * statement on the same connection). */
-keel_status keel_db_query(struct keel_db_conn *c, const char *sql, const struct keel_db_param *params,
-                          unsigned nparams, struct keel_db_rows **out);
+keel_status keel_db_query(struct keel_db_conn *c,
+                          const char *sql,
+                          const struct keel_db_param *params,
+                          unsigned nparams,
+                          struct keel_db_rows **out);
 
 /* Advances to the next row: KEEL_OK (a row is current), KEEL_DONE (no
  * more rows), or an error. */
@@ -174,8 +185,10 @@ typedef keel_status (*keel_db_tx_fn)(struct keel_db_conn *c, void *arg);
  * serialization failure, deadlock or SQLite busy. fn returning an error
  * rolls back and returns it. The session (may be NULL) records the commit
  * for read-your-writes. Pool thread only. */
-keel_status keel_db_transaction(struct keel_db *db, const struct keel_db_session *sess,
-                                keel_db_tx_fn fn, void *arg);
+keel_status keel_db_transaction(struct keel_db *db,
+                                const struct keel_db_session *sess,
+                                keel_db_tx_fn fn,
+                                void *arg);
 
 /* ------------------------------------------------------- from the loop */
 
@@ -188,7 +201,10 @@ typedef keel_status (*keel_db_done_fn)(struct keel_request *req, keel_status rc,
  * connection, then calls done(req, rc, arg) on the loop, where rc is fn's
  * result or the storage error. Returns KEEL_AGAIN (return it from the
  * handler) or KEEL_E_NOMEM. */
-keel_status keel_db_run(struct keel_request *req, enum keel_db_intent intent, keel_db_fn fn,
-                        keel_db_done_fn done, void *arg);
+keel_status keel_db_run(struct keel_request *req,
+                        enum keel_db_intent intent,
+                        keel_db_fn fn,
+                        keel_db_done_fn done,
+                        void *arg);
 
 #endif

@@ -69,14 +69,14 @@ struct keel_route {
     const char *pattern;
     keel_handler_fn handler;
     enum keel_auth auth;
-    const char *permission;         /* "resource:action", NULL = none */
+    const char *permission; /* "resource:action", NULL = none */
     const struct keel_schema *schema;
     enum keel_body body;
     size_t max_body; /* 0 = KEEL_MAX_BODY_BYTES */
     uint32_t flags;  /* KEEL_ROUTE_* */
 };
 
-#define KEEL_ROUTE_NO_LOG     0x1u /* no access log line (probes) */
+#define KEEL_ROUTE_NO_LOG      0x1u /* no access log line (probes) */
 #define KEEL_ROUTE_NO_COMPRESS 0x2u
 
 #define KEEL_MAX_PARAMS 8
@@ -126,8 +126,8 @@ struct keel_response {
     unsigned nheaders;
     unsigned cap;
     const char *content_type;
-    struct keel_buf body;          /* heap, freed with the request */
-    bool keep_alive;               /* cleared to send Connection: close */
+    struct keel_buf body; /* heap, freed with the request */
+    bool keep_alive;      /* cleared to send Connection: close */
     /* Streaming bodies of a known length, produced as the socket drains. */
     uint64_t stream_len;
     keel_status (*stream_fn)(struct keel_request *req, struct keel_buf *out, size_t max);
@@ -172,8 +172,8 @@ struct keel_request {
     keel_status rc;
     int problem_status;
     const char *problem_slug;
-    const char *problem_detail;   /* public */
-    const char *internal_detail;  /* logged, never sent */
+    const char *problem_detail;  /* public */
+    const char *internal_detail; /* logged, never sent */
     struct keel_problem_field *problem_fields;
     unsigned nproblem_fields;
 
@@ -240,8 +240,8 @@ typedef keel_status (*keel_resume_fn)(struct keel_request *req, void *arg);
  * parked handler had returned it. Returns KEEL_AGAIN (the caller returns it
  * at once) or KEEL_E_NOMEM. The connection and request stay alive until
  * done has run, even if the client goes away. `work` must not touch req. */
-keel_status keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done,
-                                 void *arg);
+keel_status
+keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg);
 
 /* Resumes a request parked with KEEL_AGAIN by other means (an async
  * driver's callback), continuing the pipeline with rc. Loop thread only. */

@@ -57,9 +57,9 @@ void keel_json_raw(struct keel_json *j, const char *raw, size_t len);
 /* Parses `len` bytes as one strict JSON document (RFC 8259: no trailing
  * garbage, no comments, no duplicate object keys, depth <= max_depth).
  * On success *out owns a json-c tree the caller releases with
- * json_object_put() (NULL when the document is the literal null); returns KEEL_E_INVALID with a short static reason in
- * *why otherwise. */
-keel_status keel_json_parse(const char *p, size_t len, int max_depth,
-                            struct json_object **out, const char **why);
+ * json_object_put() (NULL when the document is the literal null); returns KEEL_E_INVALID with a
+ * short static reason in *why otherwise. */
+keel_status keel_json_parse(
+    const char *p, size_t len, int max_depth, struct json_object **out, const char **why);
 
 #endif

@@ -38,14 +38,18 @@ keel_status keel_router_add(struct keel_router *r, const struct keel_route *rout
  * route; OPTIONS without an explicit route sets auto_options. Among
  * several matching patterns, the one with literals earliest wins
  * ("/products/search" over "/products/{id}"). */
-void keel_router_match(const struct keel_router *r, enum keel_method m, const char *path,
-                       size_t len, struct keel_match *out);
+void keel_router_match(const struct keel_router *r,
+                       enum keel_method m,
+                       const char *path,
+                       size_t len,
+                       struct keel_match *out);
 
 /* Writes the Allow header value for a method mask ("GET, HEAD, OPTIONS"). */
 void keel_router_allow_string(unsigned allow, char *out, size_t size);
 
 /* Visits every route (for /openapi.json and tests). */
-void keel_router_each(const struct keel_router *r, void (*fn)(const struct keel_route *, void *),
+void keel_router_each(const struct keel_router *r,
+                      void (*fn)(const struct keel_route *, void *),
                       void *arg);
 
 #endif

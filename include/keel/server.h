@@ -24,6 +24,12 @@ enum keel_server_state {
 keel_status keel_server_run(const struct keel_config *cfg, struct keel_router *router);
 
 enum keel_server_state keel_server_state(void);
+
+/* Registers fn to run on each loop thread when that loop has drained, so
+ * per-loop clients (a Redis connection) close and the loop can end. At
+ * start, before keel_server_run; at most 8 hooks. */
+struct uv_loop_s;
+keel_status keel_server_on_loop_close(void (*fn)(struct uv_loop_s *loop, unsigned loop_id));
 /* Seconds since the server started (0 before). */
 int64_t keel_server_uptime(void);
 

@@ -91,11 +91,21 @@ keel_status keel_json_escape(struct keel_buf *b, const char *str, size_t len)
             continue;
         }
         switch (s[i]) {
-        case '"': rc = keel_buf_append(b, "\\\"", 2); break;
-        case '\\': rc = keel_buf_append(b, "\\\\", 2); break;
-        case '\n': rc = keel_buf_append(b, "\\n", 2); break;
-        case '\r': rc = keel_buf_append(b, "\\r", 2); break;
-        case '\t': rc = keel_buf_append(b, "\\t", 2); break;
+        case '"':
+            rc = keel_buf_append(b, "\\\"", 2);
+            break;
+        case '\\':
+            rc = keel_buf_append(b, "\\\\", 2);
+            break;
+        case '\n':
+            rc = keel_buf_append(b, "\\n", 2);
+            break;
+        case '\r':
+            rc = keel_buf_append(b, "\\r", 2);
+            break;
+        case '\t':
+            rc = keel_buf_append(b, "\\t", 2);
+            break;
         default: {
             char u[6] = {'\\', 'u', '0', '0', hex[s[i] >> 4], hex[s[i] & 15]};
             rc = keel_buf_append(b, u, sizeof(u));
@@ -454,12 +464,18 @@ static bool scan_value(struct scan *s)
     if (s->p >= s->end)
         return fail(s, "truncated JSON");
     switch (*s->p) {
-    case '{': return scan_container(s, '}');
-    case '[': return scan_container(s, ']');
-    case '"': return scan_string(s);
-    case 't': return scan_literal(s, "true");
-    case 'f': return scan_literal(s, "false");
-    case 'n': return scan_literal(s, "null");
+    case '{':
+        return scan_container(s, '}');
+    case '[':
+        return scan_container(s, ']');
+    case '"':
+        return scan_string(s);
+    case 't':
+        return scan_literal(s, "true");
+    case 'f':
+        return scan_literal(s, "false");
+    case 'n':
+        return scan_literal(s, "null");
     default:
         if (*s->p == '-' || (*s->p >= '0' && *s->p <= '9'))
             return scan_number(s);
@@ -496,8 +512,8 @@ static bool same_counts(struct json_object *o, const struct key_counts *kc, size
     }
 }
 
-keel_status keel_json_parse(const char *p, size_t len, int max_depth,
-                            struct json_object **out, const char **why)
+keel_status keel_json_parse(
+    const char *p, size_t len, int max_depth, struct json_object **out, const char **why)
 {
     struct json_tokener *tok;
     struct json_object *o = NULL;
@@ -536,9 +552,8 @@ keel_status keel_json_parse(const char *p, size_t len, int max_depth,
          * json-c sees a terminator (the scanner proved the text is whole). */
         o = json_tokener_parse_ex(tok, "", 1);
     if (json_tokener_get_error(tok) != json_tokener_success) {
-        *why = json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string
-                   ? "invalid UTF-8"
-                   : "invalid JSON";
+        *why = json_tokener_get_error(tok) == json_tokener_error_parse_utf8_string ? "invalid UTF-8"
+                                                                                   : "invalid JSON";
         json_tokener_free(tok);
         goto out;
     }

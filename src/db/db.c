@@ -33,14 +33,13 @@
  */
 #include <errno.h>
 #include <math.h>
+#include <sodium.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sodium.h>
 #include <time.h>
 
-#include "db/db_int.h"
 #include "keel/config.h"
 #include "keel/health.h"
 #include "keel/http.h"
@@ -48,16 +47,18 @@
 #include "keel/log.h"
 #include "keel/metrics.h"
 
-#define WAIT_MS          5000
-#define BACKOFF_MIN_MS   100
-#define BACKOFF_MAX_MS   5000
-#define MONITOR_MS       100
-#define MAX_LAG_S        10.0
-#define TX_ATTEMPTS      5
-#define SESSION_MAX      65536
-#define SESSION_TTL_MS   (60 * 1000)
-#define ERRLEN           256
-#define LAG_SAMPLES      256
+#include "db/db_int.h"
+
+#define WAIT_MS        5000
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define MONITOR_MS     100
+#define MAX_LAG_S      10.0
+#define TX_ATTEMPTS    5
+#define SESSION_MAX    65536
+#define SESSION_TTL_MS (60 * 1000)
+#define ERRLEN         256
+#define LAG_SAMPLES    256
 
 struct keel_db_pool;
 
@@ -151,22 +152,22 @@ static void metrics_init(void)
     static const char *const kind_l[] = {"kind"};
     static const char *const role_l[] = {"role"};
     static const char *const replica_l[] = {"replica"};
-    static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005,
-                                     0.01,   0.025,   0.05,   0.1,   0.25,   1,     5};
+    static const double buckets[] = {0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01,
+                                     0.025,  0.05,    0.1,    0.25,  1,      5};
 
     if (m_size)
         return;
     m_size = keel_metric_gauge("keel_db_pool_size", "Connection slots per pool.", 1, pool_l);
     m_in_use = keel_metric_gauge("keel_db_pool_in_use", "Connections checked out.", 1, pool_l);
-    m_waiting = keel_metric_gauge("keel_db_pool_waiting", "Callers waiting for a connection.", 1,
-                                  pool_l);
+    m_waiting =
+        keel_metric_gauge("keel_db_pool_waiting", "Callers waiting for a connection.", 1, pool_l);
     m_query = keel_metric_histogram("keel_db_query_duration_seconds",
                                     "Time of one statement, by server role.", 1, role_l, buckets,
                                     KEEL_ARRAY_LEN(buckets));
     m_errors = keel_metric_counter("keel_db_errors_total", "Storage errors by kind.", 1, kind_l);
-    m_lag = keel_metric_gauge("keel_db_replica_lag_seconds",
-                              "Replay lag of each replica (seconds behind the primary).", 1,
-                              replica_l);
+    m_lag =
+        keel_metric_gauge("keel_db_replica_lag_seconds",
+                          "Replay lag of each replica (seconds behind the primary).", 1, replica_l);
 }
 
 static void pool_gauges(struct keel_db_pool *p)
@@ -180,12 +181,18 @@ static void pool_gauges(struct keel_db_pool *p)
 static const char *error_kind(keel_status rc)
 {
     switch (rc) {
-    case KEEL_E_CONFLICT: return "conflict";
-    case KEEL_E_TIMEOUT: return "timeout";
-    case KEEL_E_UNAVAILABLE: return "unavailable";
-    case KEEL_E_INVALID: return "invalid";
-    case KEEL_E_NOMEM: return "nomem";
-    default: return "db";
+    case KEEL_E_CONFLICT:
+        return "conflict";
+    case KEEL_E_TIMEOUT:
+        return "timeout";
+    case KEEL_E_UNAVAILABLE:
+        return "unavailable";
+    case KEEL_E_INVALID:
+        return "invalid";
+    case KEEL_E_NOMEM:
+        return "nomem";
+    default:
+        return "db";
     }
 }
 
@@ -198,8 +205,12 @@ static void count_error(keel_status rc)
 
 /* --------------------------------------------------------------- pools */
 
-static keel_status pool_init(struct keel_db *db, struct keel_db_pool *p, const char *name,
-                             const char *url, bool read_only, unsigned size)
+static keel_status pool_init(struct keel_db *db,
+                             struct keel_db_pool *p,
+                             const char *name,
+                             const char *url,
+                             bool read_only,
+                             unsigned size)
 {
     unsigned i;
     const char *l[] = {name};
@@ -265,7 +276,8 @@ static keel_status slot_connect(struct keel_db_conn *c)
         p->backoff_ms = p->backoff_ms ? p->backoff_ms * 2 : BACKOFF_MIN_MS;
         if (p->backoff_ms > BACKOFF_MAX_MS)
             p->backoff_ms = BACKOFF_MAX_MS;
-        p->retry_at_ms = now_ms() + p->backoff_ms / 2 + (uint64_t)(rand() % (int)(p->backoff_ms / 2 + 1));
+        p->retry_at_ms =
+            now_ms() + p->backoff_ms / 2 + (uint64_t)(rand() % (int)(p->backoff_ms / 2 + 1));
     } else {
         p->backoff_ms = 0;
         p->retry_at_ms = 0;
@@ -411,8 +423,10 @@ static struct keel_db_pool *pick_replica(struct keel_db *db, const struct keel_d
 
 /* --------------------------------------------------------- connections */
 
-keel_status keel_db_acquire(struct keel_db *db, enum keel_db_intent intent,
-                            const struct keel_db_session *sess, struct keel_db_conn **out)
+keel_status keel_db_acquire(struct keel_db *db,
+                            enum keel_db_intent intent,
+                            const struct keel_db_session *sess,
+                            struct keel_db_conn **out)
 {
     struct keel_db_pool *p = NULL;
     keel_status rc;
@@ -483,8 +497,12 @@ void keel_db_set_timeout(struct keel_db_conn *c, unsigned ms)
 
 /* ----------------------------------------------------------- statements */
 
-static keel_status run(struct keel_db_conn *c, const char *sql, const struct keel_db_param *params,
-                       unsigned n, struct keel_db_rows *rows, int64_t *affected)
+static keel_status run(struct keel_db_conn *c,
+                       const char *sql,
+                       const struct keel_db_param *params,
+                       unsigned n,
+                       struct keel_db_rows *rows,
+                       int64_t *affected)
 {
     uint64_t t0 = keel_now_ns();
     const char *role[] = {keel_db_conn_role(c)};
@@ -501,16 +519,22 @@ static keel_status run(struct keel_db_conn *c, const char *sql, const struct kee
     return rc;
 }
 
-keel_status keel_db_exec(struct keel_db_conn *c, const char *sql, const struct keel_db_param *params,
-                         unsigned nparams, int64_t *affected)
+keel_status keel_db_exec(struct keel_db_conn *c,
+                         const char *sql,
+                         const struct keel_db_param *params,
+                         unsigned nparams,
+                         int64_t *affected)
 {
     if (c->rows_open)
         keel_db_rows_free(&c->rows);
     return run(c, sql, params, nparams, NULL, affected);
 }
 
-keel_status keel_db_query(struct keel_db_conn *c, const char *sql, const struct keel_db_param *params,
-                          unsigned nparams, struct keel_db_rows **out)
+keel_status keel_db_query(struct keel_db_conn *c,
+                          const char *sql,
+                          const struct keel_db_param *params,
+                          unsigned nparams,
+                          struct keel_db_rows **out)
 {
     keel_status rc;
 
@@ -606,10 +630,10 @@ bool keel_db_uuid(const struct keel_db_rows *r, unsigned col, char out[37])
     for (i = 0; i < 36; i++) {
         char ch = t[i];
 
-        if ((i == 8 || i == 13 || i == 18 || i == 23) ? ch != '-'
-                                                       : !((ch >= '0' && ch <= '9') ||
-                                                           (ch >= 'a' && ch <= 'f') ||
-                                                           (ch >= 'A' && ch <= 'F')))
+        if ((i == 8 || i == 13 || i == 18 || i == 23)
+                ? ch != '-'
+                : !((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f') ||
+                    (ch >= 'A' && ch <= 'F')))
             return false;
         out[i] = (char)((ch >= 'A' && ch <= 'F') ? ch + 32 : ch);
     }
@@ -695,8 +719,10 @@ static bool retryable(struct keel_db_conn *c, keel_status rc)
     return rc == KEEL_E_DB && c->h && c->db->drv->retryable(c->h);
 }
 
-keel_status keel_db_transaction(struct keel_db *db, const struct keel_db_session *sess,
-                                keel_db_tx_fn fn, void *arg)
+keel_status keel_db_transaction(struct keel_db *db,
+                                const struct keel_db_session *sess,
+                                keel_db_tx_fn fn,
+                                void *arg)
 {
     struct keel_db_conn *c = NULL;
     keel_status rc = KEEL_E_DB;
@@ -721,7 +747,8 @@ keel_status keel_db_transaction(struct keel_db *db, const struct keel_db_session
             keel_db_rollback(c);
         if (rc >= 0 || !retryable(c, rc)) {
             if (rc < 0 && rc != KEEL_E_CONFLICT && rc != KEEL_E_INVALID)
-                keel_log(KEEL_LOG_WARN, "transaction failed", KEEL_LF_STR("error", keel_db_errmsg(c)));
+                keel_log(KEEL_LOG_WARN, "transaction failed",
+                         KEEL_LF_STR("error", keel_db_errmsg(c)));
             keel_db_release(c);
             return rc;
         }
@@ -772,8 +799,11 @@ static keel_status job_done(struct keel_request *req, void *arg)
     return j->done(req, j->rc, j->arg);
 }
 
-keel_status keel_db_run(struct keel_request *req, enum keel_db_intent intent, keel_db_fn fn,
-                        keel_db_done_fn done, void *arg)
+keel_status keel_db_run(struct keel_request *req,
+                        enum keel_db_intent intent,
+                        keel_db_fn fn,
+                        keel_db_done_fn done,
+                        void *arg)
 {
     struct db_job *j = keel_arena_calloc(req->arena, 1, sizeof(*j));
 
@@ -945,7 +975,8 @@ static keel_status open_replicas(struct keel_db *db, const struct keel_config *c
     db->replicas = keel_xcalloc(cfg->database_replicas.count, sizeof(*db->replicas));
     for (i = 0; i < cfg->database_replicas.count; i++) {
         if (driver_for(cfg->database_replicas.items[i]) != &keel__db_pg) {
-            keel_log(KEEL_LOG_ERROR, "replica URL must be postgres://", KEEL_LF_INT("replica", (int64_t)i + 1));
+            keel_log(KEEL_LOG_ERROR, "replica URL must be postgres://",
+                     KEEL_LF_INT("replica", (int64_t)i + 1));
             return KEEL_E_INVALID;
         }
         snprintf(name, sizeof(name), "replica-%zu", i + 1);

@@ -16,7 +16,7 @@
 
 struct keel_db_rows {
     struct keel_db_conn *conn;
-    void *d;        /* driver state of the result */
+    void *d; /* driver state of the result */
     unsigned ncols;
 };
 
@@ -35,8 +35,12 @@ struct keel_db_driver {
      * discarded and *affected (may be NULL) gets the changed-row count;
      * otherwise rows->d/ncols are set for iteration. Maps errors to
      * KEEL_E_CONFLICT / KEEL_E_TIMEOUT / KEEL_E_UNAVAILABLE / KEEL_E_DB. */
-    keel_status (*run)(void *h, const char *sql, const struct keel_db_param *p, unsigned n,
-                       struct keel_db_rows *rows, int64_t *affected);
+    keel_status (*run)(void *h,
+                       const char *sql,
+                       const struct keel_db_param *p,
+                       unsigned n,
+                       struct keel_db_rows *rows,
+                       int64_t *affected);
     keel_status (*next)(struct keel_db_rows *r); /* KEEL_OK, KEEL_DONE, or error */
     void (*rows_free)(struct keel_db_rows *r);
     bool (*is_null)(const struct keel_db_rows *r, unsigned col);

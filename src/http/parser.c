@@ -18,6 +18,7 @@
 #include <strings.h>
 
 #include "keel/router.h"
+
 #include "net/net_int.h"
 
 static struct keel_conn *conn_of(llhttp_t *p)
@@ -163,29 +164,44 @@ static int on_header_value_complete(llhttp_t *p)
 static bool method_of(llhttp_t *p, enum keel_method *m)
 {
     switch (llhttp_get_method(p)) {
-    case HTTP_GET: *m = KEEL_HTTP_GET; return true;
-    case HTTP_HEAD: *m = KEEL_HTTP_HEAD; return true;
-    case HTTP_POST: *m = KEEL_HTTP_POST; return true;
-    case HTTP_PUT: *m = KEEL_HTTP_PUT; return true;
-    case HTTP_PATCH: *m = KEEL_HTTP_PATCH; return true;
-    case HTTP_DELETE: *m = KEEL_HTTP_DELETE; return true;
-    case HTTP_OPTIONS: *m = KEEL_HTTP_OPTIONS; return true;
-    default: return false;
+    case HTTP_GET:
+        *m = KEEL_HTTP_GET;
+        return true;
+    case HTTP_HEAD:
+        *m = KEEL_HTTP_HEAD;
+        return true;
+    case HTTP_POST:
+        *m = KEEL_HTTP_POST;
+        return true;
+    case HTTP_PUT:
+        *m = KEEL_HTTP_PUT;
+        return true;
+    case HTTP_PATCH:
+        *m = KEEL_HTTP_PATCH;
+        return true;
+    case HTTP_DELETE:
+        *m = KEEL_HTTP_DELETE;
+        return true;
+    case HTTP_OPTIONS:
+        *m = KEEL_HTTP_OPTIONS;
+        return true;
+    default:
+        return false;
     }
 }
 
 /* Copies the request line and headers into the request's arena. */
 static int build_request(struct keel_conn *c, struct keel_request *req)
 {
-    char *bytes = keel_arena_memdup(req->arena, c->hbytes.data ? c->hbytes.data : "",
-                                    c->hbytes.len + 1);
+    char *bytes =
+        keel_arena_memdup(req->arena, c->hbytes.data ? c->hbytes.data : "", c->hbytes.len + 1);
     const uint32_t *o = (const uint32_t *)(const void *)c->hoffs.data;
     const char *q, *path;
     size_t plen;
     unsigned i;
 
-    req->headers = keel_arena_calloc(req->arena, c->nheaders ? c->nheaders : 1,
-                                     sizeof(*req->headers));
+    req->headers =
+        keel_arena_calloc(req->arena, c->nheaders ? c->nheaders : 1, sizeof(*req->headers));
     if (!bytes || !req->headers)
         return reject(c, 503);
     req->nheaders = 0;
@@ -208,7 +224,8 @@ static int build_request(struct keel_conn *c, struct keel_request *req)
     req->target = (struct keel_str){bytes, c->url_len};
     path = bytes;
     plen = c->url_len;
-    if (plen > 7 && (strncasecmp(path, "http://", 7) == 0 || strncasecmp(path, "https://", 8) == 0)) {
+    if (plen > 7 &&
+        (strncasecmp(path, "http://", 7) == 0 || strncasecmp(path, "https://", 8) == 0)) {
         /* absolute-form (RFC 9112 3.2.2): route by the path; the authority
          * stays informational, Host was checked already. */
         const char *slash = memchr(path + 8, '/', plen - 8);
@@ -289,8 +306,7 @@ static int on_headers_complete(llhttp_t *p)
         return reject(c, 400);
     /* llhttp does not flag an empty Transfer-Encoding; any Transfer-
      * Encoding beside a Content-Length is a smuggling shape (RFC 9112 6.1). */
-    if (keel_request_header(req, "Transfer-Encoding") &&
-        keel_request_header(req, "Content-Length"))
+    if (keel_request_header(req, "Transfer-Encoding") && keel_request_header(req, "Content-Length"))
         return reject(c, 400);
     route(c, req);
     limit = req->route && req->route->max_body ? req->route->max_body : cfg->max_body_bytes;

@@ -15,6 +15,7 @@
 
 #include "keel/log.h"
 #include "keel/router.h"
+
 #include "net/net_int.h"
 
 #define MAX_PER_PHASE 16
@@ -64,7 +65,8 @@ keel_status keel_pipeline_init(void)
         if (m->init) {
             rc = m->init();
             if (rc < 0) {
-                keel_log(KEEL_LOG_ERROR, "middleware init failed", KEEL_LF_STR("middleware", m->name),
+                keel_log(KEEL_LOG_ERROR, "middleware init failed",
+                         KEEL_LF_STR("middleware", m->name),
                          KEEL_LF_STR("error", keel_strerror(rc)));
                 return rc;
             }

@@ -76,13 +76,27 @@ keel_status keel_fail(struct keel_request *req, int status, const char *slug, co
     req->problem_detail = keel_arena_vsprintf(req->arena, fmt, ap);
     va_end(ap);
     switch (status) {
-    case 401: req->rc = KEEL_E_AUTH; break;
-    case 403: req->rc = KEEL_E_FORBIDDEN; break;
-    case 404: req->rc = KEEL_E_NOT_FOUND; break;
-    case 409: req->rc = KEEL_E_CONFLICT; break;
-    case 413: req->rc = KEEL_E_TOO_LARGE; break;
-    case 503: req->rc = KEEL_E_UNAVAILABLE; break;
-    default: req->rc = status >= 500 ? KEEL_E_INTERNAL : KEEL_E_INVALID; break;
+    case 401:
+        req->rc = KEEL_E_AUTH;
+        break;
+    case 403:
+        req->rc = KEEL_E_FORBIDDEN;
+        break;
+    case 404:
+        req->rc = KEEL_E_NOT_FOUND;
+        break;
+    case 409:
+        req->rc = KEEL_E_CONFLICT;
+        break;
+    case 413:
+        req->rc = KEEL_E_TOO_LARGE;
+        break;
+    case 503:
+        req->rc = KEEL_E_UNAVAILABLE;
+        break;
+    default:
+        req->rc = status >= 500 ? KEEL_E_INTERNAL : KEEL_E_INVALID;
+        break;
     }
     return req->rc;
 }
@@ -136,7 +150,8 @@ keel_status keel_problem_render(struct keel_request *req)
     if (status < 400 || status > 599)
         status = 500;
     slug = req->problem_slug ? req->problem_slug : keel_problem_slug(status);
-    title = strcmp(slug, "validation-error") == 0 ? "Validation failed" : keel_problem_title(status);
+    title =
+        strcmp(slug, "validation-error") == 0 ? "Validation failed" : keel_problem_title(status);
     if (!req->request_id[0]) /* failed before the request-id phase ran */
         keel_uuid_v7(req->request_id);
     snprintf(type, sizeof(type), "/problems/%s", slug);

@@ -15,6 +15,7 @@
 #include <strings.h>
 
 #include "keel/log.h"
+
 #include "net/net_int.h"
 
 #define RESPONSE_MAX ((size_t)256 * 1024 * 1024)
@@ -207,8 +208,8 @@ static void offload_after(uv_work_t *w, int status)
     keel_request_resume(req, rc);
 }
 
-keel_status keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done,
-                                 void *arg)
+keel_status
+keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg)
 {
     struct offload *o = keel_arena_alloc(req->arena, sizeof(*o));
 

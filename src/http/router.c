@@ -135,9 +135,9 @@ static bool same_shape(const struct compiled *a, const struct compiled *b)
     for (i = 0; i < a->nseg; i++) {
         if (a->seg[i].kind != b->seg[i].kind)
             return false;
-        if (a->seg[i].kind == SEG_LIT && (a->seg[i].text.len != b->seg[i].text.len ||
-                                          memcmp(a->seg[i].text.p, b->seg[i].text.p,
-                                                 a->seg[i].text.len) != 0))
+        if (a->seg[i].kind == SEG_LIT &&
+            (a->seg[i].text.len != b->seg[i].text.len ||
+             memcmp(a->seg[i].text.p, b->seg[i].text.p, a->seg[i].text.len) != 0))
             return false;
     }
     return true;
@@ -270,8 +270,8 @@ static bool split(const char *path, size_t len, struct keel_str *segs, unsigned 
     return true;
 }
 
-static void fill_params(const struct compiled *c, const struct keel_str *segs,
-                        struct keel_match *out)
+static void
+fill_params(const struct compiled *c, const struct keel_str *segs, struct keel_match *out)
 {
     unsigned i;
 
@@ -285,8 +285,11 @@ static void fill_params(const struct compiled *c, const struct keel_str *segs,
     }
 }
 
-void keel_router_match(const struct keel_router *r, enum keel_method m, const char *path,
-                       size_t len, struct keel_match *out)
+void keel_router_match(const struct keel_router *r,
+                       enum keel_method m,
+                       const char *path,
+                       size_t len,
+                       struct keel_match *out)
 {
     struct keel_str segs[KEEL_ROUTER_MAX_SEGMENTS];
     const struct compiled *best = NULL, *best_get = NULL;
@@ -350,7 +353,8 @@ void keel_router_allow_string(unsigned allow, char *out, size_t size)
     }
 }
 
-void keel_router_each(const struct keel_router *r, void (*fn)(const struct keel_route *, void *),
+void keel_router_each(const struct keel_router *r,
+                      void (*fn)(const struct keel_route *, void *),
                       void *arg)
 {
     size_t i;

@@ -23,7 +23,7 @@ static void log_request(struct keel_request *req)
              KEEL_LF_STR("route", req->route_pattern ? req->route_pattern : "unmatched"),
              KEEL_LF_INT("status", status), KEEL_LF_DBL("duration_ms", ms),
              KEEL_LF_INT("bytes", (int64_t)(req->resp.stream_fn ? req->resp.stream_len
-                                                                 : req->resp.body.len)),
+                                                                : req->resp.body.len)),
              req->user_id ? KEEL_LF_STR("user_id", uid) : KEEL_LF_NULL("user_id"));
 }
 

@@ -43,7 +43,8 @@ static keel_status preflight(struct keel_request *req)
     const char *origin;
     char *methods;
 
-    if (req->method != KEEL_HTTP_OPTIONS || !keel_request_header(req, "Access-Control-Request-Method"))
+    if (req->method != KEEL_HTTP_OPTIONS ||
+        !keel_request_header(req, "Access-Control-Request-Method"))
         return KEEL_DECLINED;
     origin = allowed_origin(req);
     if (!origin || !req->route_allow)

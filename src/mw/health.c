@@ -9,14 +9,16 @@
  * non-critical check (Redis, covered by a circuit breaker) shows as
  * "degraded" with 200. Startup reports what was checked once at start.
  */
+#include "keel/health.h"
+
 #include <string.h>
 
 #include "keel/buf.h"
-#include "keel/health.h"
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
 #include "keel/server.h"
+
 #include "keel_version.h"
 
 #define MAX_CHECKS 16
@@ -89,9 +91,9 @@ static keel_status ready_done(struct keel_request *req, void *arg)
     struct keel_json j;
 
     if (st != KEEL_SERVER_READY || run->failed) {
-        status = st == KEEL_SERVER_DRAINING ? "draining"
+        status = st == KEEL_SERVER_DRAINING   ? "draining"
                  : st == KEEL_SERVER_STARTING ? "starting"
-                                               : "unavailable";
+                                              : "unavailable";
         http = 503;
     } else if (run->degraded) {
         status = "degraded";

@@ -18,14 +18,14 @@ extern const struct keel_middleware keel_mw_metrics;
 extern const struct keel_middleware keel_mw_access_log;
 
 const struct keel_middleware *const keel_middlewares[] = {
-    &keel_mw_errors,   /* filter: failures become problem+json */
-    &keel_mw_request_id, /* POST_READ: accept or mint X-Request-ID; filter: echo it */
+    &keel_mw_errors,           /* filter: failures become problem+json */
+    &keel_mw_request_id,       /* POST_READ: accept or mint X-Request-ID; filter: echo it */
     &keel_mw_security_headers, /* filter: helmet-equivalent headers */
-    &keel_mw_cors,     /* PREACCESS: preflight; filter: allow-origin */
-    &keel_mw_body,     /* PREACCESS: 415 / 400 / depth for JSON routes */
-    &keel_mw_compress, /* filter: gzip >= 1 KiB */
-    &keel_mw_metrics,  /* log: request counters and latency */
-    &keel_mw_access_log, /* log: one JSON line per request */
+    &keel_mw_cors,             /* PREACCESS: preflight; filter: allow-origin */
+    &keel_mw_body,             /* PREACCESS: 415 / 400 / depth for JSON routes */
+    &keel_mw_compress,         /* filter: gzip >= 1 KiB */
+    &keel_mw_metrics,          /* log: request counters and latency */
+    &keel_mw_access_log,       /* log: one JSON line per request */
 };
 
 const unsigned keel_nmiddlewares = KEEL_ARRAY_LEN(keel_middlewares);

@@ -26,9 +26,11 @@
 #include <string.h>
 
 #include "keel/log.h"
+
 #include "net/net_int.h"
 
 static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf);
 static void conn_advance(struct keel_conn *c);
 
 /* --------------------------------------------------------------- timers */
@@ -109,20 +111,6 @@ void keel__conn_close(struct keel_conn *c)
 
 /* ------------------------------------------------------------ lingering */
 
-static void on_linger_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
-{
-    struct keel_conn *c = h->data;
-
-    (void)hint;
-    if (c->loop->rbuf_busy) {
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    buf->base = c->loop->rbuf;
-    buf->len = KEEL_READ_BUF;
-}
-
 static void on_linger_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
 {
     (void)buf;
@@ -136,7 +124,7 @@ static void on_shutdown(uv_shutdown_t *sr, int status)
 
     if (c->state == CONN_CLOSING)
         return;
-    if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_linger_alloc, on_linger_read) < 0) {
+    if (status < 0 || uv_read_start((uv_stream_t *)&c->tcp, on_alloc, on_linger_read) < 0) {
         keel__conn_close(c);
         return;
     }
@@ -362,18 +350,13 @@ static void dispatch(struct keel_conn *c)
     keel__request_dispatch(c->req);
 }
 
+/* Every read lands in the loop's one buffer: callbacks on a loop never
+ * nest, and whatever must outlive the callback is copied out of it. */
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *buf)
 {
     struct keel_conn *c = h->data;
 
     (void)hint;
-    if (c->loop->rbuf_busy) {
-        /* Cannot happen: callbacks on one loop never nest. Refuse the read. */
-        buf->base = NULL;
-        buf->len = 0;
-        return;
-    }
-    c->loop->rbuf_busy = true;
     buf->base = c->loop->rbuf;
     buf->len = KEEL_READ_BUF;
 }
@@ -447,8 +430,6 @@ static void on_read(uv_stream_t *s, ssize_t nread, const uv_buf_t *buf)
     size_t used = 0;
     bool failed = false;
 
-    if (buf->base == c->loop->rbuf)
-        c->loop->rbuf_busy = false;
     if (nread == 0)
         return;
     if (nread < 0) {

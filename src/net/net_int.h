@@ -16,10 +16,10 @@
 #include "keel/http.h"
 #include "keel/server.h"
 
-#define KEEL_READ_BUF      (64 * 1024)
-#define KEEL_STREAM_CHUNK  (64 * 1024)
-#define KEEL_ARENA_FREE    32
-#define KEEL_LINGER_MS     2000
+#define KEEL_READ_BUF     (64 * 1024)
+#define KEEL_STREAM_CHUNK (64 * 1024)
+#define KEEL_ARENA_FREE   32
+#define KEEL_LINGER_MS    2000
 
 struct keel_router;
 
@@ -35,7 +35,6 @@ struct keel_loop {
     struct keel_conn *conns; /* doubly linked list of open connections */
     unsigned nconns;
     char *rbuf; /* shared read buffer, parsed in place */
-    bool rbuf_busy;
     struct keel_arena *free_arenas[KEEL_ARENA_FREE];
     unsigned nfree;
     char date[40];
@@ -58,13 +57,13 @@ struct keel_server {
 };
 
 enum conn_state {
-    CONN_IDLE,     /* between requests (or before the first byte) */
-    CONN_HEAD,     /* reading a request line and headers */
-    CONN_BODY,     /* reading a body */
-    CONN_BUSY,     /* a request is in the pipeline; reading paused */
-    CONN_WRITING,  /* a response is being written */
-    CONN_LINGER,   /* write side shut; draining input before close */
-    CONN_CLOSING,  /* uv_close called */
+    CONN_IDLE,    /* between requests (or before the first byte) */
+    CONN_HEAD,    /* reading a request line and headers */
+    CONN_BODY,    /* reading a body */
+    CONN_BUSY,    /* a request is in the pipeline; reading paused */
+    CONN_WRITING, /* a response is being written */
+    CONN_LINGER,  /* write side shut; draining input before close */
+    CONN_CLOSING, /* uv_close called */
 };
 
 struct keel_conn {
@@ -95,7 +94,7 @@ struct keel_conn {
     struct keel_buf out;
     struct keel_buf chunk;
     uint64_t stream_sent;
-    int early_status;   /* set by parser callbacks that reject a request */
+    int early_status; /* set by parser callbacks that reject a request */
     bool keep_alive;
     bool head_only;
     bool version_seen;
@@ -104,7 +103,7 @@ struct keel_conn {
     bool timer_header_armed;
     bool advancing;
     bool advance_again;
-    unsigned refs;      /* pending thread-pool work */
+    unsigned refs; /* pending thread-pool work */
     bool freed_on_close;
 };
 

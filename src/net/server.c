@@ -26,6 +26,7 @@
 
 #include "keel/log.h"
 #include "keel/metrics.h"
+
 #include "net/net_int.h"
 
 struct keel_server *keel__server;
@@ -91,11 +92,26 @@ static void on_connection(uv_stream_t *listener, int status)
     keel__conn_accept(loop);
 }
 
+static void (*close_hooks[8])(uv_loop_t *, unsigned);
+static unsigned nclose_hooks;
+
+keel_status keel_server_on_loop_close(void (*fn)(uv_loop_t *loop, unsigned loop_id))
+{
+    if (nclose_hooks == KEEL_ARRAY_LEN(close_hooks))
+        return KEEL_E_TOO_LARGE;
+    close_hooks[nclose_hooks++] = fn;
+    return KEEL_OK;
+}
+
 static void close_loop_handles(struct keel_loop *loop)
 {
+    unsigned i;
+
     if (loop->closed)
         return;
     loop->closed = true;
+    for (i = 0; i < nclose_hooks; i++)
+        close_hooks[i](&loop->uv, loop->id);
     uv_close((uv_handle_t *)&loop->wake, NULL);
     uv_close((uv_handle_t *)&loop->tick, NULL);
 }
@@ -220,7 +236,8 @@ static void on_signal(uv_signal_t *s, int signum)
     unsigned i;
 
     (void)s;
-    keel_log(KEEL_LOG_INFO, "draining", KEEL_LF_STR("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"),
+    keel_log(KEEL_LOG_INFO, "draining",
+             KEEL_LF_STR("signal", signum == SIGINT ? "SIGINT" : "SIGTERM"),
              KEEL_LF_INT("timeout_ms", (int64_t)server.cfg->shutdown_timeout_ms));
     atomic_store(&server.state, KEEL_SERVER_DRAINING);
     for (i = 0; i < server.nloops; i++)

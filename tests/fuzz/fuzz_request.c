@@ -20,6 +20,7 @@
 #include "keel/module.h"
 #include "keel/pipeline.h"
 #include "keel/router.h"
+
 #include "net/net_int.h"
 
 static struct keel_loop *loop;
@@ -47,8 +48,11 @@ static keel_status item(struct keel_request *req)
 
 static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_POST, .pattern = "/fuzz/echo", .handler = echo, .body = KEEL_BODY_JSON},
-    {.method = KEEL_HTTP_PUT, .pattern = "/fuzz/items/{id:uuid}", .handler = item,
-     .body = KEEL_BODY_JSON, .max_body = 512},
+    {.method = KEEL_HTTP_PUT,
+     .pattern = "/fuzz/items/{id:uuid}",
+     .handler = item,
+     .body = KEEL_BODY_JSON,
+     .max_body = 512},
     {.method = KEEL_HTTP_GET, .pattern = "/fuzz/items/{id:uuid}", .handler = item},
     {.method = KEEL_HTTP_GET, .pattern = "/fuzz/n/{n:int}/{name}", .handler = item},
 };

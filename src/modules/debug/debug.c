@@ -65,8 +65,8 @@ static keel_status do_sleep(struct keel_request *req)
 
 static keel_status echo(struct keel_request *req)
 {
-    const char *s = req->json ? json_object_to_json_string_ext(req->json, JSON_C_TO_STRING_PLAIN)
-                              : "null";
+    const char *s =
+        req->json ? json_object_to_json_string_ext(req->json, JSON_C_TO_STRING_PLAIN) : "null";
 
     return keel_resp_json_str(req, 200, s);
 }
@@ -298,7 +298,10 @@ static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_GET, .pattern = "/debug/bytes", .handler = bytes},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/error", .handler = fail},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/items/{id:uuid}", .handler = item},
-    {.method = KEEL_HTTP_PUT, .pattern = "/debug/kv/{key}", .handler = kv_put, .body = KEEL_BODY_JSON},
+    {.method = KEEL_HTTP_PUT,
+     .pattern = "/debug/kv/{key}",
+     .handler = kv_put,
+     .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/kv/{key}", .handler = kv_get},
 };
 
