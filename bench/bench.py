@@ -12,8 +12,13 @@ Subcommands:
   meta OUT_JSON key=value...    merge facts about the run into OUT_JSON
   probe-field PROBE_JSON FIELD  print one field of a saved probe
   report RESULTS_DIR OUT_TXT    print the table and the summary block, write it to OUT_TXT
+  pgbench-parse FILE [--round N]   parse one `pgbench -S` output into a JSON line (storage.sh)
+  db-bench-parse FILE [--round N]  check and normalize one bench/db_bench JSON line (storage.sh)
+  storage-report RESULTS_DIR OUT_TXT
+                                print the storage block, append it to OUT_TXT (replacing an
+                                earlier storage block there)
 
-DESIGN: run.sh owns processes (start, wait, kill); this file owns everything that parses or
+DESIGN: run.sh and storage.sh own processes (start, wait, kill); this file owns everything that parses or
 formats, so the shell stays short and the parsing can be tested on saved wrk output.
 """
 
@@ -31,6 +36,8 @@ RPS_BAR = 0.75      # Keel req/s >= 0.75 x nginx req/s
 P99_BAR = 2.0       # Keel p99 <= 2 x nginx p99
 IDLE_RSS_BAR = 16e6  # bytes (decimal MB, the strict reading of "16 MB")
 CONN_RSS_BAR = 40e6  # bytes added by 10,000 idle keep-alive connections
+STORAGE_BAR = 0.8   # Keel point selects/s >= 0.8 x pgbench -S -M prepared tps (issue 3)
+STORAGE_TITLE = "=== Keel storage benchmark"
 
 # Headers nginx produces itself or that make no sense to copy into a static config.
 NO_MIRROR = {"date", "server", "content-length", "content-type", "connection",
@@ -429,6 +436,126 @@ def cmd_report(args):
         f.write(text)
 
 
+# ---------------------------------------------------------------- storage (storage.sh)
+
+def parse_pgbench(text):
+    """Figures of one `pgbench -S` run; tps is the "without initial connection time" one."""
+    res = {"client": "pgbench", "qps": None, "lat_avg_us": None, "errors": 0, "queries": None,
+           "parse_error": None}
+    m = re.search(r"^tps = ([0-9.]+) \(without initial connection time\)", text, re.M)
+    if m:
+        res["qps"] = float(m.group(1))
+    m = re.search(r"^latency average = ([0-9.]+) ms", text, re.M)
+    if m:
+        res["lat_avg_us"] = round(float(m.group(1)) * 1000, 1)
+    m = re.search(r"^number of transactions actually processed: (\d+)", text, re.M)
+    if m:
+        res["queries"] = int(m.group(1))
+    m = re.search(r"^number of failed transactions: (\d+)", text, re.M)
+    if m:
+        res["errors"] = int(m.group(1))
+    if res["qps"] is None:
+        first = (text.strip().splitlines() or ["(no output)"])[-1].strip()
+        res["parse_error"] = "pgbench output unparsed: %s" % first[:100]
+    return res
+
+
+def cmd_pgbench_parse(args):
+    res = parse_pgbench(open(args[0]).read())
+    res["round"] = int(opt(args, "--round", "1"))
+    print(json.dumps(res))
+    return 1 if res["parse_error"] else 0
+
+
+def cmd_db_bench_parse(args):
+    text = open(args[0]).read().strip()
+    try:
+        res = json.loads(text.splitlines()[-1])
+        float(res["qps"])
+    except (ValueError, IndexError, KeyError, TypeError):
+        print("db_bench printed %r" % text[:200], file=sys.stderr)
+        return 1
+    res["client"] = "keel"
+    res["round"] = int(opt(args, "--round", "1"))
+    res.setdefault("parse_error", None)
+    print(json.dumps(res))
+    return 0
+
+
+def storage_block(rdir):
+    meta = json.load(open(os.path.join(rdir, "meta.json")))
+    runs = load_jsonl(os.path.join(rdir, "runs.jsonl"))
+    rounds = max([r["round"] for r in runs] or [1])
+    scale = int(meta.get("scale", 10))
+    lines = ["%s (bench/storage.sh) %s ===" % (STORAGE_TITLE, meta.get("date", ""))]
+    lines.append("PostgreSQL %s (pgbench %s), throwaway cluster on loopback TCP, scale %d"
+                 " (%s accounts, all in shared_buffers)" % (
+                     meta.get("postgres_version", "?"), meta.get("pgbench_version", "?"), scale,
+                     format(scale * 100000, ",")))
+    lines.append("host: %s CPUs (%s), Linux %s; commit %s; load average before: %s, after: %s"
+                 % (meta.get("cpus"), meta.get("cpu_model"), meta.get("kernel"),
+                    meta.get("commit", "?"), meta.get("load_start", "?"),
+                    meta.get("load_end", "?")))
+    lines.append("point select by primary key, %s connections, %ss each%s:" % (
+        meta.get("conns"), meta.get("duration"),
+        ", median of %d interleaved rounds" % rounds if rounds > 1 else ""))
+    lines.append("  pgbench: pgbench -S -M prepared -c %s -j %s -T %s -n (tps without initial"
+                 " connection time)" % (meta.get("conns"), meta.get("jobs"), meta.get("duration")))
+    lines.append("  keel:    %s --threads %s: keel_db_acquire(%s) + keel_db_query + next + int64"
+                 " + rows_free + release, pool of %s" % (
+                     meta.get("db_bench", "db_bench"), meta.get("conns"),
+                     "KEEL_DB_READ" if meta.get("intent") == "read" else "KEEL_DB_READ_PRIMARY",
+                     meta.get("conns")))
+    lines.append("  %-8s %12s %12s %10s %10s  %-20s %s" % (
+        "client", "queries/s", "avg latency", "p50", "p99", "rounds (min-max)", "errors"))
+    med = {}
+    ok_runs = True
+    for client in ("pgbench", "keel"):
+        rs = [r for r in runs if r["client"] == client]
+        if not rs:
+            lines.append("  %-8s not measured" % client)
+            ok_runs = False
+            continue
+        q = [r["qps"] for r in rs if r.get("qps") is not None]
+        med[client] = statistics.median(q) if q else None
+        errs = sum(r.get("errors") or 0 for r in rs)
+        if errs:
+            ok_runs = False
+        lat = median_of(rs, "lat_avg_us")
+        lines.append("  %-8s %12s %12s %10s %10s  %-20s %s" % (
+            client, "n/a" if med[client] is None else "%.0f" % med[client],
+            fmt_us(lat), fmt_us(median_of(rs, "lat_p50_us")),
+            fmt_us(median_of(rs, "lat_p99_us")),
+            "%.0f-%.0f" % (min(q), max(q)) if q else "n/a", errs or "none"))
+    k, p = med.get("keel"), med.get("pgbench")
+    if k and p:
+        ratio = k / p
+        ok = ratio >= STORAGE_BAR
+        lines.append("  keel/pgbench  %.2f (bar >= %.2f) %s" % (ratio, STORAGE_BAR, verdict(ok)))
+    else:
+        ok = False
+        lines.append("  keel/pgbench  n/a (a run failed)")
+    lines.append("STORAGE: %s%s" % (verdict(ok and ok_runs),
+                                    "" if ok_runs else " (errors or a missing run, see above)"))
+    return "\n".join(lines) + "\n"
+
+
+def cmd_storage_report(args):
+    rdir, out_txt = args[0], args[1]
+    text = storage_block(rdir)
+    sys.stdout.write(text)
+    old = open(out_txt).read() if os.path.exists(out_txt) else ""
+    i = old.find(STORAGE_TITLE)
+    if i >= 0:  # drop the previous storage block (it runs to the end or to the next "=== ")
+        j = old.find("\n=== ", i + len(STORAGE_TITLE))
+        old = old[:i] + (old[j + 1:] if j >= 0 else "")
+    if old and not old.endswith("\n\n"):
+        old = old.rstrip("\n") + "\n\n"
+    os.makedirs(os.path.dirname(out_txt) or ".", exist_ok=True)
+    with open(out_txt, "w") as f:
+        f.write(old + text)
+
+
 COMMANDS = {
     "freeport": cmd_freeport,
     "probe": cmd_probe,
@@ -438,6 +565,9 @@ COMMANDS = {
     "meta": cmd_meta,
     "probe-field": cmd_probe_field,
     "report": cmd_report,
+    "pgbench-parse": cmd_pgbench_parse,
+    "db-bench-parse": cmd_db_bench_parse,
+    "storage-report": cmd_storage_report,
 }
 
 if __name__ == "__main__":

@@ -6,13 +6,16 @@
 #    wrk -t2 -c64 and -t1 -c32, interleaved; req/s, p50/p90/p99 and the Keel/nginx ratios.
 # 2. Memory: a fresh Keel's idle RSS, then with 10,000 idle keep-alive connections.
 # 3. Summary block on stdout and in bench/results/latest.txt.
+# 4. Storage: bench/storage.sh (point selects through the storage API vs pgbench -S on a throwaway
+#    PostgreSQL), which appends its own block to latest.txt. It also runs alone.
 #
 # The bars are informational: exit 0 whatever the figures, 1 if a server failed to start or died.
 # Environment (defaults in brackets):
 #   KEEL_BIN [build/keel, else build/src/keel]   BENCH_DURATION [10s]   BENCH_WARMUP [2s, 0 = none]
 #   BENCH_ROUNDS [3]   BENCH_THREADS [nproc]   BENCH_CONNS [10000]   BENCH_NGINX_HEADERS [mirror|none]
 #   BENCH_RESULTS [bench/results]   BENCH_KEEP_TMP [0; 1 keeps the temporary directory]
-#   NGINX [/usr/sbin/nginx]   WRK [wrk]
+#   NGINX [/usr/sbin/nginx]   WRK [wrk]   BENCH_STORAGE [1; 0 skips part 4]
+#   DB_BENCH_BIN [bench/db_bench of KEEL_BIN's build directory]; storage.sh lists its own variables
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -63,9 +66,12 @@ stop() {
     wait "$pid" 2>/dev/null || true
 }
 
+STORAGE_PID=""
+
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
+    [[ -z $STORAGE_PID ]] || stop "$STORAGE_PID" TERM 30 # it stops its PostgreSQL first
     for pid in "${PIDS[@]}"; do stop "$pid" TERM 5; done
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
@@ -257,3 +263,20 @@ cp "$NDIR/nginx.conf" "$RESULTS/raw/nginx.conf"
 echo
 "$PY" "$TOOL" report "$R" "$RESULTS/latest.txt"
 log "summary written to ${RESULTS#"$ROOT"/}/latest.txt (raw wrk output in ${RESULTS#"$ROOT"/}/raw/)"
+
+# ---------------------------------------------------------------------------------------- storage
+# db_bench is built next to the keel binary: build/keel is a link to build/src/keel.
+if [[ ${BENCH_STORAGE:-1} != 0 ]]; then
+    DB_BENCH_BIN=${DB_BENCH_BIN:-$(dirname "$(dirname "$(readlink -f "$KEEL_BIN")")")/bench/db_bench}
+    echo
+    log "storage: bash bench/storage.sh (DB_BENCH_BIN=${DB_BENCH_BIN#"$ROOT"/})"
+    DB_BENCH_BIN=$DB_BENCH_BIN BENCH_RESULTS=$RESULTS BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS \
+        bash "$ROOT/bench/storage.sh" </dev/null &
+    STORAGE_PID=$!
+    if ! wait "$STORAGE_PID"; then
+        STORAGE_PID=""
+        log "the storage benchmark failed (see above)"
+        exit 1
+    fi
+    STORAGE_PID=""
+fi

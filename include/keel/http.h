@@ -181,6 +181,7 @@ struct keel_request {
     enum keel_phase phase;
     unsigned mw_index;
     bool parked;
+    bool held; /* keel_request_park holds the connection */
     void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
 };
 
@@ -243,11 +244,21 @@ typedef keel_status (*keel_resume_fn)(struct keel_request *req, void *arg);
 keel_status
 keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg);
 
-/* Resumes a request parked with KEEL_AGAIN by other means (an async
- * driver's callback), continuing the pipeline with rc. Loop thread only. */
+/* Parks the request for an asynchronous callback that will come on its
+ * loop (a Redis reply): the connection stays alive, even if it is cut
+ * meanwhile, until keel_request_resume. Returns KEEL_AGAIN for the handler
+ * to return. */
+keel_status keel_request_park(struct keel_request *req);
+
+/* Resumes a parked request, continuing the pipeline with rc as if the
+ * parked handler had returned it. If the connection was cut meanwhile the
+ * request is dropped (and must not be touched after this call). Loop
+ * thread only. */
 void keel_request_resume(struct keel_request *req, keel_status rc);
 
 /* Loop-thread index (0..threads-1) of the request, for per-thread data. */
 unsigned keel_request_thread(const struct keel_request *req);
+/* The request's libuv loop, for clients that run on it (Redis). */
+struct uv_loop_s *keel_request_uv_loop(const struct keel_request *req);
 
 #endif

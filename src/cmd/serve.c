@@ -9,17 +9,21 @@
 #include <unistd.h>
 
 #include "keel/cmd.h"
+#include "keel/db.h"
 #include "keel/log.h"
+#include "keel/migrate.h"
 #include "keel/metrics.h"
 #include "keel/module.h"
 #include "keel/pipeline.h"
+#include "keel/redis.h"
 #include "keel/router.h"
 #include "keel/server.h"
+
 #include "keel_commit.h"
 #include "keel_version.h"
 
-int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
-                         struct keel_config_extra *extra, size_t nextra)
+int keel_cmd_load_config(
+    struct keel_config *cfg, int argc, char **argv, struct keel_config_extra *extra, size_t nextra)
 {
     struct keel_buf errs;
     bool usage = false;
@@ -29,7 +33,8 @@ int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
     rc = keel_config_load_ex(cfg, argc, argv, extra, nextra, NULL, &errs, &usage);
     for (size_t i = 0; i < nextra; i++) {
         /* --help wins over any configuration problem. */
-        if (extra[i].set && (strcmp(extra[i].flag, "--help") == 0 || strcmp(extra[i].flag, "-h") == 0)) {
+        if (extra[i].set &&
+            (strcmp(extra[i].flag, "--help") == 0 || strcmp(extra[i].flag, "-h") == 0)) {
             keel_buf_free(&errs);
             return KEEL_EXIT_OK;
         }
@@ -45,9 +50,10 @@ int keel_cmd_load_config(struct keel_config *cfg, int argc, char **argv,
 
 static void serve_help(void)
 {
-    printf("Usage: keel serve [OPTIONS]\n\n"
-           "Runs the API server. Every option is also read from its environment variable\n"
-           "and from the INI file given with --config (flags > environment > file > defaults).\n\n");
+    printf(
+        "Usage: keel serve [OPTIONS]\n\n"
+        "Runs the API server. Every option is also read from its environment variable\n"
+        "and from the INI file given with --config (flags > environment > file > defaults).\n\n");
     keel_config_print_help(stdout);
 }
 
@@ -73,14 +79,47 @@ static void log_config(const struct keel_config *cfg)
     keel_buf_free(&b);
 }
 
+/* Opens the database and brings its schema up to date: applied at start in
+ * development; elsewhere pending migrations stop the start unless
+ * --migrate says to apply them (SPEC section 1). */
+static keel_status open_storage(const struct keel_config *cfg, bool migrate, struct keel_db **db)
+{
+    unsigned pending = 0, applied = 0;
+    keel_status rc = keel_db_open(cfg, db);
+
+    if (rc < 0)
+        return rc;
+    rc = keel_migrate_pending(*db, &pending);
+    if (rc == KEEL_OK && pending > 0) {
+        if (cfg->env == KEEL_ENV_DEVELOPMENT || migrate) {
+            rc = keel_migrate_up(*db, &applied);
+        } else {
+            keel_log(KEEL_LOG_ERROR, "migrations pending: run 'keel migrate up' or start with --migrate",
+                     KEEL_LF_INT("pending", pending));
+            rc = KEEL_E_UNAVAILABLE;
+        }
+    }
+    if (rc < 0) {
+        if (rc == KEEL_E_CONFLICT)
+            keel_log(KEEL_LOG_ERROR, "schema refused: an applied migration differs from this binary's "
+                                     "(see 'keel migrate status')");
+        return rc;
+    }
+    keel_db_set_default(*db);
+    return KEEL_OK;
+}
+
 int keel_cmd_serve(int argc, char **argv)
 {
     struct keel_config_extra extra[] = {
         {.flag = "--help", .help = "show this help"},
         {.flag = "-h", .help = "show this help"},
+        {.flag = "--migrate",
+         .help = "apply pending migrations at start (needed outside development)"},
     };
     struct keel_config cfg = {0};
     struct keel_router *router = NULL;
+    struct keel_db *db = NULL;
     int code;
     keel_status rc;
 
@@ -106,13 +145,22 @@ int keel_cmd_serve(int argc, char **argv)
     keel_metrics_set_build_info(KEEL_VERSION, KEEL_COMMIT);
 
     router = keel_router_new();
-    rc = keel_pipeline_init();
+    rc = open_storage(&cfg, extra[2].set, &db);
+    if (rc == KEEL_OK)
+        rc = keel_redis_init(&cfg);
+    if (rc == KEEL_OK)
+        rc = keel_server_on_loop_close(keel_redis_loop_close);
+    if (rc == KEEL_OK)
+        rc = keel_pipeline_init();
     if (rc == KEEL_OK)
         rc = keel_modules_start(&cfg, router);
     if (rc == KEEL_OK)
         rc = keel_server_run(&cfg, router);
     keel_modules_stop();
     keel_router_free(router);
+    keel_redis_shutdown();
+    keel_db_set_default(NULL);
+    keel_db_close(db);
     keel_log(KEEL_LOG_INFO, "exit", KEEL_LF_INT("code", rc == KEEL_OK ? 0 : 1));
     keel_config_free(&cfg);
     keel_metrics_reset_for_tests();

@@ -72,9 +72,7 @@ struct keel_db_driver {
     keel_status (*replay_lsn)(void *h, uint64_t *lsn);
 };
 
-/* TRANSITION: weak while the two drivers are being written in parallel, so
- * each links without the other. Remove the attribute once both exist. */
-extern const struct keel_db_driver keel__db_sqlite __attribute__((weak));
-extern const struct keel_db_driver keel__db_pg __attribute__((weak));
+extern const struct keel_db_driver keel__db_sqlite;
+extern const struct keel_db_driver keel__db_pg;
 
 #endif

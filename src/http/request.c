@@ -81,6 +81,11 @@ unsigned keel_request_thread(const struct keel_request *req)
     return req->loop->id;
 }
 
+uv_loop_t *keel_request_uv_loop(const struct keel_request *req)
+{
+    return &req->loop->uv;
+}
+
 const struct keel_header *keel_request_header(const struct keel_request *req, const char *name)
 {
     unsigned i;
@@ -226,9 +231,24 @@ keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn
     return KEEL_AGAIN;
 }
 
+keel_status keel_request_park(struct keel_request *req)
+{
+    keel__conn_hold(req->conn);
+    req->held = true;
+    return KEEL_AGAIN;
+}
+
 void keel_request_resume(struct keel_request *req, keel_status rc)
 {
-    if (req->conn->state == CONN_CLOSING)
+    struct keel_conn *c = req->conn;
+    bool closing = c->state == CONN_CLOSING;
+
+    if (req->held) {
+        req->held = false;
+        /* Frees the connection (and req) only when it was cut meanwhile. */
+        keel__conn_release(c);
+    }
+    if (closing)
         return;
     req->parked = false;
     keel__pipeline_run(req, rc);

@@ -11,6 +11,7 @@
  */
 #include "keel/health.h"
 
+#include <stdio.h>
 #include <string.h>
 
 #include "keel/buf.h"
@@ -69,8 +70,11 @@ static void run_checks(void *arg)
         rc = checks[i].fn(checks[i].arg, &j);
         keel_json_key(&j, "status");
         keel_json_str(&j, rc == KEEL_OK ? "ok" : checks[i].critical ? "error" : "degraded");
-        keel_json_key(&j, "latency");
-        keel_json_double(&j, (double)((keel_now_ns() - t0) / 10000) / 100.0);
+        char ms[32];
+        int n = snprintf(ms, sizeof(ms), "%.2f", (double)(keel_now_ns() - t0) / 1e6);
+
+        keel_json_key(&j, "latency"); /* milliseconds, as seed 002 shows */
+        keel_json_raw(&j, ms, (size_t)n);
         keel_json_obj_close(&j);
         if (rc != KEEL_OK && checks[i].critical)
             run->failed = true;

@@ -128,8 +128,10 @@ class ConfigLog(unittest.TestCase):
             f.write(SECRET + "\n")
             path = f.name
         try:
+            # production refuses pending migrations unless told to apply them
             with Server(env={"KEEL_ENV": "production", "KEEL_JWT_SECRET_FILE": path,
-                             "KEEL_DEBUG_ROUTES": None}, debug_routes=False) as srv:
+                             "KEEL_DEBUG_ROUTES": None}, debug_routes=False,
+                        args=("--migrate",)) as srv:
                 self.assertEqual(srv.request("GET", "/health/live").status, 200)
             self.assertNotIn(SECRET, srv.all_output())
         finally:

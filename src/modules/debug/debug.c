@@ -16,6 +16,8 @@
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/redis.h"
+#include "keel/breaker.h"
 
 #define MAX_SLEEP_MS 10000
 
@@ -277,6 +279,75 @@ static keel_status kv_schema(struct keel_db_conn *c, void *arg)
                         NULL, 0, NULL);
 }
 
+/* GET /debug/redis: one Redis round trip behind the breaker, then one
+ * database read, answered 200 whatever Redis does - the proof that a Redis
+ * outage degrades nothing the database alone can serve. */
+struct redis_probe {
+    struct keel_request *req;
+    const char *redis;
+};
+
+static keel_status probe_db(struct keel_db_conn *c, void *arg)
+{
+    struct keel_db_rows *r;
+    keel_status rc;
+
+    (void)arg;
+    rc = keel_db_query(c, "SELECT 1", NULL, 0, &r);
+    if (rc == KEEL_OK) {
+        rc = keel_db_next(r);
+        keel_db_rows_free(r);
+    }
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+static keel_status probe_done(struct keel_request *req, keel_status rc, void *arg)
+{
+    struct redis_probe *p = arg;
+    struct keel_breaker *b = keel_redis_breaker();
+    struct keel_json j;
+
+    if (rc < 0)
+        return db_failure(req, rc);
+    keel_resp_start(req, 200, "application/json");
+    keel_json_begin(&j, &req->resp.body);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "redis");
+    keel_json_str(&j, p->redis);
+    keel_json_key(&j, "breaker");
+    keel_json_str(&j, b ? keel_breaker_state_name(keel_breaker_state(b)) : "none");
+    keel_json_key(&j, "database");
+    keel_json_str(&j, "ok");
+    keel_json_obj_close(&j);
+    return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
+}
+
+static void redis_reply(keel_status rc, const struct keel_redis_reply *reply, void *arg)
+{
+    struct redis_probe *p = arg;
+    struct keel_request *req = p->req;
+
+    (void)reply;
+    p->redis = rc == KEEL_OK ? "ok" : rc == KEEL_E_TIMEOUT ? "timeout" : "unavailable";
+    keel_request_resume(req, keel_db_run(req, KEEL_DB_READ, probe_db, probe_done, p));
+}
+
+static keel_status redis_probe(struct keel_request *req)
+{
+    struct redis_probe *p = keel_arena_calloc(req->arena, 1, sizeof(*p));
+    keel_status rc;
+
+    if (!p)
+        return KEEL_E_NOMEM;
+    p->req = req;
+    p->redis = "unavailable";
+    rc = keel_redis_command(keel_request_uv_loop(req), keel_request_thread(req), redis_reply, p,
+                            "INCR keel:debug:probe");
+    if (rc < 0) /* disabled, disconnected or breaker open: fail fast */
+        return keel_db_run(req, KEEL_DB_READ, probe_db, probe_done, p);
+    return keel_request_park(req);
+}
+
 /* The kv table is test scaffolding, not product schema: it is created here,
  * not by a migration, and only when the debug routes are on. */
 static keel_status init(const struct keel_config *cfg)
@@ -303,6 +374,7 @@ static const struct keel_route routes[] = {
      .handler = kv_put,
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/kv/{key}", .handler = kv_get},
+    {.method = KEEL_HTTP_GET, .pattern = "/debug/redis", .handler = redis_probe},
 };
 
 static bool enabled(const struct keel_config *cfg)
