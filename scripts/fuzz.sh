@@ -10,7 +10,7 @@ if [ ! -f build-fuzz/build.ninja ]; then
         -Db_sanitize=address,undefined -Db_lundef=false -Dc_args=-fsanitize=fuzzer-no-link \
         >/dev/null
 fi
-meson compile -C build-fuzz >/dev/null
+meson compile -C build-fuzz >build-fuzz/compile.log 2>&1 || { tail -n 40 build-fuzz/compile.log; exit 1; }
 status=0
 for h in fuzz_request fuzz_json; do
     corpus=build-fuzz/corpus-$h

@@ -118,7 +118,7 @@ void keel_breaker_record(struct keel_breaker *b, bool ok);
  * open until the next keel_breaker_allow() turns it half-open. */
 enum keel_breaker_state keel_breaker_state(struct keel_breaker *b);
 
-/* "closed", "half_open" or "open" (static strings); "unknown" otherwise. */
+/* "closed", "half-open" or "open" (static strings); "unknown" otherwise. */
 const char *keel_breaker_state_name(enum keel_breaker_state st);
 
 /* The name given to keel_breaker_new(). */

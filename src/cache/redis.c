@@ -3,6 +3,9 @@
  * hiredis connection per event loop, command and connect timeouts on loop
  * timers, reconnection with jittered backoff, a shared circuit breaker, the
  * blocking readiness probe, and the keel_redis_commands_total metric.
+ * KEEL_REDIS_URL is parsed in redis_url.c, the probe's blocking
+ * connection lives in redis_probe.c and the libuv event adapter in
+ * redis_uv.c; redis_int.h holds what they share.
  *
  * DESIGN: each loop owns its connection outright (a slot indexed by loop
  * id), so a command never takes a lock or crosses threads; Redis serves
@@ -20,13 +23,8 @@
  * still be missing KEEL_REDIS_STALL_MS later, the peer is considered dead
  * (no RST ever came) and the connection is dropped and remade.
  *
- * The libuv adapter is ours, not <hiredis/adapters/libuv.h>: the 0.14.1
- * adapter returns early when uv_poll reports an error status, and libuv
- * reports a socket error (POLLERR: a refused connect, a reset) exactly that
- * way and stops the poll handle, so hiredis would never learn that its
- * connection failed. Ours hands the error to hiredis as a read/write
- * event, as the adapter of hiredis 1.0 does, and hiredis then finds the
- * error itself.
+ * The hiredis event adapter for libuv is our own, in redis_uv.c (the
+ * comment there says why).
  *
  * hiredis reentrancy rules this file relies on: a reply callback may issue
  * commands and may call redisAsyncFree (deferred until it returns); the
@@ -41,11 +39,9 @@
 
 #include <hiredis/async.h>
 #include <hiredis/hiredis.h>
-#include <limits.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/time.h>
 #include <uv.h>
 
 #include "keel/breaker.h"
@@ -55,22 +51,13 @@
 #include "keel/log.h"
 #include "keel/metrics.h"
 
+#include "redis_int.h"
+
 #define FREE_PENDING_MAX 64 /* recycled pending entries kept per connection */
 #define REPLY_STACK      16 /* reply views built without allocating */
 #define PROBE_TIMEOUT_MS 1000
 
-/* ======================================================= URL and state == */
-
-/* A parsed KEEL_REDIS_URL. Strings are heap copies; the password is wiped
- * on free. */
-struct target {
-    bool is_unix;
-    char *host; /* host name or address, or the socket path */
-    int port;
-    char *user; /* NULL: AUTH with the password alone */
-    char *password;
-    long db;
-};
+/* ============================================================== state == */
 
 enum cstate {
     C_IDLE,       /* never connected: the first command connects */
@@ -139,272 +126,6 @@ static const char *const outcome_names[] = {"ok", "error", "timeout", "rejected"
 static void count(enum outcome o)
 {
     keel_metric_add(R.commands, (const char *const[]){outcome_names[o]}, 1);
-}
-
-static void target_free(struct target *t)
-{
-    if (t->password)
-        explicit_bzero(t->password, strlen(t->password));
-    free(t->host);
-    free(t->user);
-    free(t->password);
-    memset(t, 0, sizeof(*t));
-}
-
-static int hexval(char ch)
-{
-    if (ch >= '0' && ch <= '9')
-        return ch - '0';
-    ch = (char)(ch | 0x20);
-    return ch >= 'a' && ch <= 'f' ? ch - 'a' + 10 : -1;
-}
-
-/* A heap copy of p[0..n) with %XX decoded; NULL on a bad escape or NUL. */
-static char *pct_decode(const char *p, size_t n)
-{
-    char *out = keel_xmalloc(n + 1);
-    size_t i, o = 0;
-
-    for (i = 0; i < n; i++) {
-        int hi, lo;
-
-        if (p[i] != '%') {
-            out[o++] = p[i];
-            continue;
-        }
-        hi = i + 2 < n ? hexval(p[i + 1]) : -1;
-        lo = hi >= 0 ? hexval(p[i + 2]) : -1;
-        if (lo < 0 || (hi == 0 && lo == 0)) {
-            free(out);
-            return NULL;
-        }
-        out[o++] = (char)(hi * 16 + lo);
-        i += 2;
-    }
-    out[o] = '\0';
-    return out;
-}
-
-/* Parses a decimal number of at most 10 digits in [lo, hi] from p[0..n). */
-static bool parse_num(const char *p, size_t n, long lo, long hi, long *out)
-{
-    long v = 0;
-    size_t i;
-
-    if (n == 0 || n > 10)
-        return false;
-    for (i = 0; i < n; i++) {
-        if (p[i] < '0' || p[i] > '9')
-            return false;
-        v = v * 10 + (p[i] - '0');
-    }
-    if (v < lo || v > hi)
-        return false;
-    *out = v;
-    return true;
-}
-
-/* "user:password" or ":password" (the IANA redis URI form). */
-static const char *parse_userinfo(struct target *t, const char *p, size_t n)
-{
-    const char *colon = memchr(p, ':', n);
-
-    if (!colon)
-        return "credentials must be user:password or :password";
-    if (colon > p) {
-        t->user = pct_decode(p, (size_t)(colon - p));
-        if (!t->user)
-            return "bad percent-encoding in the user";
-    }
-    t->password = pct_decode(colon + 1, n - (size_t)(colon - p) - 1);
-    if (!t->password)
-        return "bad percent-encoding in the password";
-    return NULL;
-}
-
-static const char *parse_hostport(struct target *t, const char *p, size_t n)
-{
-    const char *end = p + n, *colon;
-    long port = 6379;
-
-    if (n && *p == '[') {
-        const char *rb = memchr(p, ']', n);
-
-        if (!rb || rb == p + 1)
-            return "bad IPv6 address";
-        t->host = strndup(p + 1, (size_t)(rb - p - 1));
-        colon = rb + 1 < end ? rb + 1 : NULL;
-        if (colon && *colon != ':')
-            return "bad IPv6 address";
-    } else {
-        colon = memchr(p, ':', n);
-        t->host = strndup(p, colon ? (size_t)(colon - p) : n);
-    }
-    if (!t->host)
-        return "out of memory";
-    if (!*t->host)
-        return "no host";
-    if (colon && !parse_num(colon + 1, (size_t)(end - colon - 1), 1, 65535, &port))
-        return "bad port";
-    t->port = (int)port;
-    return NULL;
-}
-
-static const char *parse_redis_url(struct target *t, const char *rest)
-{
-    const char *slash = strchr(rest, '/');
-    size_t alen = slash ? (size_t)(slash - rest) : strlen(rest);
-    const char *at = memchr(rest, '@', alen), *why;
-
-    if (memchr(rest, '?', alen) || memchr(rest, '#', alen))
-        return "query strings are not supported in redis:// URLs";
-    if (at) {
-        why = parse_userinfo(t, rest, (size_t)(at - rest));
-        if (why)
-            return why;
-        alen -= (size_t)(at + 1 - rest);
-        rest = at + 1;
-    }
-    why = parse_hostport(t, rest, alen);
-    if (why)
-        return why;
-    if (slash && slash[1] && !parse_num(slash + 1, strlen(slash + 1), 0, INT_MAX, &t->db))
-        return "bad database number";
-    return NULL;
-}
-
-static const char *parse_unix_url(struct target *t, const char *rest)
-{
-    const char *q, *why;
-
-    if (*rest != '/') {
-        const char *at = strchr(rest, '@');
-
-        if (!at || at[1] != '/')
-            return "unix:// URLs need an absolute socket path";
-        why = parse_userinfo(t, rest, (size_t)(at - rest));
-        if (why)
-            return why;
-        rest = at + 1;
-    }
-    q = strchr(rest, '?');
-    if (q && (strncmp(q, "?db=", 4) != 0 || !parse_num(q + 4, strlen(q + 4), 0, INT_MAX, &t->db)))
-        return "the only query parameter is db=N";
-    if ((q ? (size_t)(q - rest) : strlen(rest)) < 2)
-        return "no socket path";
-    t->host = q ? strndup(rest, (size_t)(q - rest)) : strdup(rest);
-    if (!t->host)
-        return "out of memory";
-    t->is_unix = true;
-    return NULL;
-}
-
-/* Parses url into *t (zeroed first). Returns NULL or why it is invalid;
- * the reason never contains the URL, which may hold a password. */
-static const char *parse_url(struct target *t, const char *url)
-{
-    const char *why;
-
-    memset(t, 0, sizeof(*t));
-    if (strncmp(url, "redis://", 8) == 0)
-        why = parse_redis_url(t, url + 8);
-    else if (strncmp(url, "unix://", 7) == 0)
-        why = parse_unix_url(t, url + 7);
-    else if (strncmp(url, "rediss://", 9) == 0)
-        why = "rediss:// (TLS) is not supported: hiredis 0.14 has no TLS";
-    else
-        why = "the scheme must be redis:// or unix://";
-    if (why)
-        target_free(t);
-    return why;
-}
-
-/* ======================================================= libuv adapter == */
-
-struct uvev {
-    uv_poll_t poll;
-    redisAsyncContext *ac; /* NULL once hiredis has let go of the context */
-    int events;
-};
-
-static void ev_poll(uv_poll_t *h, int status, int events)
-{
-    struct uvev *e = h->data;
-
-    /* An error status (POLLERR) means the socket failed: let hiredis read
-     * or write as it asked to, so it sees the error and disconnects. */
-    if (status < 0)
-        events = e->events;
-    if (e->ac && (events & UV_READABLE))
-        redisAsyncHandleRead(e->ac);
-    if (e->ac && (events & UV_WRITABLE))
-        redisAsyncHandleWrite(e->ac);
-    /* libuv stopped the handle on the error; hiredis still wants events. */
-    if (status < 0 && e->ac && e->events)
-        uv_poll_start(&e->poll, e->events, ev_poll);
-}
-
-static void ev_update(struct uvev *e, int add, int del)
-{
-    e->events = (e->events | add) & ~del;
-    if (e->events)
-        uv_poll_start(&e->poll, e->events, ev_poll);
-    else
-        uv_poll_stop(&e->poll);
-}
-
-static void ev_add_read(void *p)
-{
-    ev_update(p, UV_READABLE, 0);
-}
-
-static void ev_del_read(void *p)
-{
-    ev_update(p, 0, UV_READABLE);
-}
-
-static void ev_add_write(void *p)
-{
-    ev_update(p, UV_WRITABLE, 0);
-}
-
-static void ev_del_write(void *p)
-{
-    ev_update(p, 0, UV_WRITABLE);
-}
-
-static void ev_closed(uv_handle_t *h)
-{
-    free(h->data);
-}
-
-/* hiredis is freeing the context: the fd is closed right after, so the
- * poll handle must stop watching it now (uv_close does so at once). */
-static void ev_cleanup(void *p)
-{
-    struct uvev *e = p;
-
-    e->ac = NULL;
-    uv_close((uv_handle_t *)&e->poll, ev_closed);
-}
-
-static int ev_attach(redisAsyncContext *ac, uv_loop_t *loop)
-{
-    struct uvev *e = keel_xcalloc(1, sizeof(*e));
-
-    if (uv_poll_init(loop, &e->poll, ac->c.fd) < 0) {
-        free(e);
-        return REDIS_ERR;
-    }
-    e->poll.data = e;
-    e->ac = ac;
-    ac->ev.data = e;
-    ac->ev.addRead = ev_add_read;
-    ac->ev.delRead = ev_del_read;
-    ac->ev.addWrite = ev_add_write;
-    ac->ev.delWrite = ev_del_write;
-    ac->ev.cleanup = ev_cleanup;
-    return REDIS_OK;
 }
 
 /* ============================================================ replies == */
@@ -783,7 +504,7 @@ static void connect_now(struct rconn *c, const char *host)
     char db[24];
 
     ac = R.t.is_unix ? redisAsyncConnectUnix(R.t.host) : redisAsyncConnect(host, R.t.port);
-    if (!ac || ac->err || ev_attach(ac, c->loop) != REDIS_OK) {
+    if (!ac || ac->err || keel__redis_ev_attach(ac, c->loop) != REDIS_OK) {
         char why[128];
 
         snprintf(why, sizeof(why), "%s", ac && ac->err ? ac->errstr : "cannot create context");
@@ -1150,7 +871,7 @@ keel_redis_init_opts(const char *url, unsigned nloops, const struct keel_redis_o
     memset(&R, 0, sizeof(R));
     if (!url || !*url)
         return KEEL_OK;
-    why = parse_url(&R.t, url);
+    why = keel__redis_parse_url(&R.t, url);
     if (why) {
         keel_log(KEEL_LOG_ERROR, "invalid KEEL_REDIS_URL", KEEL_LF_STR("error", why));
         return KEEL_E_INVALID;
@@ -1219,93 +940,11 @@ void keel_redis_shutdown(void)
     free(R.conns);
     free(R.closed);
     keel_breaker_free(R.breaker);
-    target_free(&R.t);
+    keel__redis_target_free(&R.t);
     memset(&R, 0, sizeof(R));
 }
 
 /* ======================================================= health probe == */
-
-static struct timeval tv_of(uint64_t ms)
-{
-    return (struct timeval){.tv_sec = (time_t)(ms / 1000),
-                            .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-}
-
-/* Maps a failed blocking call to a status. hiredis 0.14 reports a connect
- * timeout as "Connection timed out" and a read timeout as "Resource
- * temporarily unavailable" (EAGAIN from SO_RCVTIMEO). */
-static keel_status sync_error(const redisContext *ctx)
-{
-    if (ctx->err == REDIS_ERR_IO &&
-        (strstr(ctx->errstr, "timed out") || strstr(ctx->errstr, "temporarily unavailable")))
-        return KEEL_E_TIMEOUT;
-    return KEEL_E_UNAVAILABLE;
-}
-
-/* One blocking command within what is left of the deadline. Returns the
- * reply (caller frees) or NULL with *rc set. */
-static redisReply *
-sync_command(redisContext *ctx, uint64_t deadline_ns, keel_status *rc, int argc, const char **argv)
-{
-    uint64_t now = keel_now_ns();
-    redisReply *r;
-
-    if (now >= deadline_ns) {
-        *rc = KEEL_E_TIMEOUT;
-        return NULL;
-    }
-    redisSetTimeout(ctx, tv_of((deadline_ns - now + 999999) / 1000000));
-    r = redisCommandArgv(ctx, argc, argv, NULL);
-    if (!r)
-        *rc = sync_error(ctx);
-    return r;
-}
-
-static keel_status ping_target(const struct target *t, unsigned timeout_ms, double *latency_ms)
-{
-    uint64_t deadline, t0;
-    redisContext *ctx;
-    redisReply *r = NULL;
-    keel_status rc = KEEL_E_UNAVAILABLE;
-
-    if (timeout_ms == 0)
-        timeout_ms = 1; /* a zero timeval means "no timeout" to hiredis */
-    deadline = keel_now_ns() + (uint64_t)timeout_ms * 1000000u;
-
-    ctx = t->is_unix ? redisConnectUnixWithTimeout(t->host, tv_of(timeout_ms))
-                     : redisConnectWithTimeout(t->host, t->port, tv_of(timeout_ms));
-    if (!ctx)
-        return KEEL_E_UNAVAILABLE;
-    if (ctx->err) {
-        rc = sync_error(ctx);
-        goto out;
-    }
-    if (t->password) {
-        const char *argv[3] = {"AUTH", t->user ? t->user : t->password, t->password};
-
-        r = sync_command(ctx, deadline, &rc, t->user ? 3 : 2, argv);
-        if (!r)
-            goto out;
-        if (r->type == REDIS_REPLY_ERROR) {
-            rc = KEEL_E_UNAVAILABLE;
-            goto out;
-        }
-        freeReplyObject(r);
-    }
-    t0 = keel_now_ns();
-    r = sync_command(ctx, deadline, &rc, 1, (const char *[]){"PING"});
-    if (!r)
-        goto out;
-    if (latency_ms)
-        *latency_ms = (double)(keel_now_ns() - t0) / 1e6;
-    rc =
-        r->type == REDIS_REPLY_STATUS && strcmp(r->str, "PONG") == 0 ? KEEL_OK : KEEL_E_UNAVAILABLE;
-out:
-    if (r)
-        freeReplyObject(r);
-    redisFree(ctx);
-    return rc;
-}
 
 keel_status keel_redis_ping_sync(const char *url, unsigned timeout_ms, double *latency_ms)
 {
@@ -1313,10 +952,10 @@ keel_status keel_redis_ping_sync(const char *url, unsigned timeout_ms, double *l
     keel_status rc;
 
     if (!url)
-        return R.enabled ? ping_target(&R.t, timeout_ms, latency_ms) : KEEL_E_INVALID;
-    if (parse_url(&t, url))
+        return R.enabled ? keel__redis_ping_target(&R.t, timeout_ms, latency_ms) : KEEL_E_INVALID;
+    if (keel__redis_parse_url(&t, url))
         return KEEL_E_INVALID;
-    rc = ping_target(&t, timeout_ms, latency_ms);
-    target_free(&t);
+    rc = keel__redis_ping_target(&t, timeout_ms, latency_ms);
+    keel__redis_target_free(&t);
     return rc;
 }

@@ -57,16 +57,25 @@ static void serve_help(void)
     keel_config_print_help(stdout);
 }
 
-/* Sizes libuv's thread pool for blocking work (database, hashing) unless
- * the operator did. It must happen before the pool's first use. */
+/* Sizes libuv's thread pool for blocking work unless the operator did; it
+ * must happen before the pool's first use. Every storage call holds a
+ * thread for as long as it holds a connection, so the pool gets a thread
+ * per connection of every database pool, plus room for the rest (password
+ * hashing, readiness checks), so that a hung database cannot take the
+ * threads the readiness probe needs to say so. */
 static void size_thread_pool(const struct keel_config *cfg)
 {
-    char n[16];
+    unsigned n = cfg->database_pool_size * (1 + (unsigned)cfg->database_replicas.count) + 4;
+    char text[16];
 
     if (getenv("UV_THREADPOOL_SIZE"))
         return;
-    snprintf(n, sizeof(n), "%u", cfg->threads * 4 < 8 ? 8 : cfg->threads * 4);
-    setenv("UV_THREADPOOL_SIZE", n, 1);
+    if (n < cfg->threads * 4)
+        n = cfg->threads * 4;
+    if (n > 1024) /* libuv's own maximum */
+        n = 1024;
+    snprintf(text, sizeof(text), "%u", n < 8 ? 8 : n);
+    setenv("UV_THREADPOOL_SIZE", text, 1);
 }
 
 static void log_config(const struct keel_config *cfg)

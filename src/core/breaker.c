@@ -74,7 +74,7 @@ const char *keel_breaker_state_name(enum keel_breaker_state st)
     case KEEL_BREAKER_CLOSED:
         return "closed";
     case KEEL_BREAKER_HALF_OPEN:
-        return "half_open";
+        return "half-open";
     case KEEL_BREAKER_OPEN:
         return "open";
     }

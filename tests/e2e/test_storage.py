@@ -323,6 +323,22 @@ class SqliteMigrations(unittest.TestCase):
         p = self.migrate("status")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)
 
+    def test_two_racing_instances(self):
+        env = base_env(dict(self.env))
+        procs = [subprocess.Popen([KEEL_BIN, "migrate", "up"], env=env, cwd=self.dir,
+                                  stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for _ in range(2)]
+        outs = []
+        for p in procs:
+            out, err = p.communicate(timeout=60)
+            outs.append((p.returncode, out + err))
+        for i, (rc, out) in enumerate(outs):
+            self.assertEqual(rc, 0, "racing migrator %d exited %d:\n%s" % (i, rc, out[-3000:]))
+        rows = self.history()
+        self.assertGreaterEqual(len(rows), 1)
+        self.assertEqual(sum(count_applied_logs(out) for _, out in outs), len(rows),
+                         "each migration applied exactly once across both instances")
+
     def test_status_on_fresh_database(self):
         p = self.migrate("status")
         self.assertEqual(p.returncode, 0, p.stdout + p.stderr)

@@ -252,6 +252,83 @@ class PgRouting(unittest.TestCase):
         self.assertEqual((st, doc.get("status")), (200, "ok"), doc)
 
 
+    def test_5_lagging_replica_taken_out(self):
+        """Replay paused long enough to pass the lag bound (10 s): the
+        replica is taken out (anonymous reads go to the primary and see the
+        new value), readiness degrades but stays 200, the lag metric shows
+        it; replay resumed: the replica is used again."""
+        self.put_ok("lag", "before")
+        self.pg.wait_replica_caught_up(0)
+        self.wait_source("lag", "replica")
+        self.pg.pause_replay(0)
+        try:
+            self.put_ok("lag", "after")
+            t0 = time.monotonic()
+            st, doc = self.get_doc("lag")
+            self.assertEqual((st, doc), (200, {"key": "lag", "value": "before", "source": "replica"}),
+                             "within the bound, a lagging replica still serves anonymous reads")
+
+            def out():
+                st, doc = ready(self.srv)
+                return (st, doc) if doc and doc.get("checks", {}).get("replica-1", {}).get("status") != "ok" \
+                    else None
+            got = poll(out, 16, 0.2)
+            dt = time.monotonic() - t0
+            self.assertIsNotNone(got, "the replica was not taken out after %.1fs of lag" % dt)
+            print("\n# lagging replica taken out after %.1fs" % dt, flush=True)
+            self.assertGreater(dt, 5, "taken out after only %.1fs (bound 10 s)" % dt)
+            self.assertEqual(got[0], 200, got)
+            self.assertEqual(got[1].get("status"), "degraded", got)
+            st, doc = self.get_doc("lag")
+            self.assertEqual((st, doc), (200, {"key": "lag", "value": "after", "source": "primary"}),
+                             "with the replica out, reads go to the primary")
+            lag = metric_value(metrics_text(self.srv), "keel_db_replica_lag_seconds", {"replica": "replica-1"})
+            self.assertIsNotNone(lag)
+            self.assertGreaterEqual(lag, 9, "keel_db_replica_lag_seconds while replay is paused")
+        finally:
+            self.pg.resume_replay(0)
+        self.pg.wait_replica_caught_up(0)
+        t0 = time.monotonic()
+        st, doc = self.wait_source("lag", "replica", timeout=10)
+        self.assertEqual((st, doc), (200, {"key": "lag", "value": "after", "source": "replica"}),
+                         "the caught-up replica was not used again")
+        self.assertLess(time.monotonic() - t0, 5)
+
+
+# --------------------------------------------------------------------------
+
+class PgPool(unittest.TestCase):
+    def test_small_pool_many_clients(self):
+        """KEEL_DATABASE_POOL_SIZE=1 (primary and replica) and 16 clients
+        mixing session writes and reads: no deadlock, every request 200
+        and every session reads its own last write."""
+        with servers.PgCluster(replicas=1) as pg:
+            srv = Server(env={"KEEL_DATABASE_URL": pg.url, "KEEL_DATABASE_REPLICAS": pg.replica_urls[0],
+                              "KEEL_DATABASE_POOL_SIZE": "1"})
+            with srv:
+                errors = []
+
+                def client(n):
+                    user = "pool-user-%d" % n
+                    for i in range(15):
+                        r = safe(kv_put, srv, "pool-%d" % n, "v%d" % i, user=user, timeout=15)
+                        if getattr(r, "status", None) != 200:
+                            errors.append(("put", n, i, getattr(r, "status", r)))
+                            continue
+                        r = safe(kv_get, srv, "pool-%d" % n, user=user, timeout=15)
+                        d = body(r) if hasattr(r, "body") else None
+                        if getattr(r, "status", None) != 200 or not d or d.get("value") != "v%d" % i:
+                            errors.append(("get", n, i, getattr(r, "status", r), d))
+                threads = [threading.Thread(target=client, args=(n,)) for n in range(16)]
+                for t in threads:
+                    t.start()
+                for t in threads:
+                    t.join(timeout=120)
+                self.assertEqual(errors[:10], [], "%d failures (read-your-writes or pool)" % len(errors))
+                text = metrics_text(srv)
+                self.assertEqual(metric_value(text, "keel_db_pool_size", {"pool": "primary"}), 1)
+
+
 # --------------------------------------------------------------------------
 
 class PgPrimaryRestart(unittest.TestCase):
@@ -352,6 +429,68 @@ class PgPrimaryRestart(unittest.TestCase):
             self.assertEqual((r.status, body(r).get("value")), (200, acked[k]), k)
         st, doc = poll(lambda: (lambda r: r if r[0] == 200 else None)(ready(srv)), 5) or ready(srv)
         self.assertEqual(st, 200, doc)
+        with self.subTest(check="keel_db_errors_total counts the outage"):
+            text = metrics_text(srv)
+            total = sum(metric_value(text, "keel_db_errors_total", {"kind": k}) or 0
+                        for k in ("unavailable", "timeout", "db"))
+            self.assertGreater(total, 0, "no keel_db_errors_total sample after %d failed writes"
+                               % statuses.get(503, 0))
+
+    def test_hung_primary_is_bounded(self):
+        """The primary's processes SIGSTOPped: sockets stay open (loopback
+        ACKs) but nothing answers. With the pool warm (connections already
+        open), 10 reads and a write in flight, then readiness: each must
+        answer 503 within the statement timeout (5 s) plus slack - never
+        hang, and never starve the thread pool so that readiness cannot
+        answer. After SIGCONT the server recovers."""
+        with servers.PgCluster(replicas=0) as pg:
+            srv = Server(env={"KEEL_DATABASE_URL": pg.url})
+            with srv:
+                self.assertEqual(kv_put(srv, "hung-a", "1").status, 200)
+                warm = [threading.Thread(target=lambda: [kv_get(srv, "hung-a") for _ in range(20)])
+                        for _ in range(12)]
+                for t in warm:
+                    t.start()
+                for t in warm:
+                    t.join()
+                res = {}
+                lock = threading.Lock()
+
+                def probe(name, fn):
+                    t = time.monotonic()
+                    r = safe(fn)
+                    st = r[0] if isinstance(r, tuple) else getattr(r, "status", r)
+                    with lock:
+                        res.setdefault(name, []).append(
+                            (st if isinstance(st, int) else type(st).__name__, round(time.monotonic() - t, 1)))
+
+                pg.freeze_primary()
+                try:
+                    ts = [threading.Thread(target=probe, args=("GET /debug/kv", lambda: kv_get(srv, "hung-a", timeout=12)))
+                          for _ in range(10)]
+                    ts.append(threading.Thread(target=probe, args=("PUT /debug/kv",
+                                                                   lambda: kv_put(srv, "hung-b", "2", timeout=12))))
+                    for t in ts:
+                        t.start()
+                    time.sleep(1.0)
+                    probe("GET /health/ready", lambda: ready(srv, timeout=12))
+                    probe("GET /health/live", lambda: srv.request("GET", "/health/live", timeout=5))
+                    for t in ts:
+                        t.join()
+                finally:
+                    pg.thaw_primary()
+                print("\n# hung primary: %r" % res, flush=True)
+                for name, want in (("GET /debug/kv", 503), ("PUT /debug/kv", 503), ("GET /health/ready", 503),
+                                   ("GET /health/live", 200)):
+                    with self.subTest(request=name):
+                        got = res.get(name, [])
+                        bad = [(st, dt) for st, dt in got if st != want or dt >= 8]
+                        self.assertEqual(bad, [], "%s with the primary hung: expected %d within 8 s "
+                                         "(5 s statement timeout + slack); got (status, seconds) %r"
+                                         % (name, want, got))
+                got = poll(lambda: getattr(safe(kv_put, srv, "hung-c", "3"), "status", None) == 200, 15, 0.1)
+                self.assertTrue(got, "no successful write within 15 s after the primary resumed")
+                self.assertEqual(body(kv_get(srv, "hung-c")).get("value"), "3")
 
 
 # --------------------------------------------------------------------------
@@ -407,6 +546,73 @@ class RedisBreaker(unittest.TestCase):
     def redis_doc(self, srv):
         r = srv.request("GET", "/debug/redis", timeout=10)
         return r.status, body(r)
+
+    BREAKER_STATES = ("closed", "open", "half-open")
+
+    def wait_closed(self, srv, timeout):
+        """Polls /debug/redis until redis ok + breaker closed; every answer
+        must be 200 with a contract breaker state. Returns the states seen."""
+        seen = []
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            last = safe(self.redis_doc, srv)
+            self.assertIsInstance(last, tuple, last)
+            self.assertEqual(last[0], 200, last)
+            state = (last[1].get("redis"), last[1].get("breaker"))
+            if not seen or seen[-1] != state:
+                seen.append(state)
+            if state == ("ok", "closed"):
+                break
+            time.sleep(0.1)
+        with self.subTest(check="breaker states are closed/open/half-open"):
+            self.assertEqual([b for _, b in seen if b not in self.BREAKER_STATES], [],
+                             "breaker states seen while Redis came back: %r" % seen)
+        self.assertEqual(seen[-1] if seen else None, ("ok", "closed"),
+                         "the breaker did not close within %ss of Redis returning; states %r" % (timeout, seen))
+        return seen
+
+    def test_redis_hung(self):
+        """redis-server SIGSTOPped: connects and commands hang, so only the
+        client's own timeouts help. Every request still 200, each bounded;
+        the breaker opens and then fails fast; after SIGCONT it closes."""
+        with servers.Redis() as rd:
+            srv = Server(env={"KEEL_REDIS_URL": rd.url, "KEEL_BREAKER_MIN_CALLS": "5",
+                              "KEEL_BREAKER_OPEN": "1", "KEEL_BREAKER_WINDOW": "5"})
+            with srv:
+                got = poll(lambda: (lambda r: r if r[1] and r[1].get("redis") == "ok" else None)(
+                    self.redis_doc(srv)), 5)
+                self.assertIsNotNone(got)
+                rd.freeze()
+                try:
+                    results = []
+                    t_end = time.monotonic() + 8
+                    while time.monotonic() < t_end:
+                        t = time.monotonic()
+                        r = safe(self.redis_doc, srv)
+                        results.append((time.monotonic() - t, r))
+                        if isinstance(r, tuple) and r[1] and r[1].get("breaker") == "open" and \
+                                sum(1 for _, x in results if isinstance(x, tuple) and x[1]
+                                    and x[1].get("breaker") == "open") >= 5:
+                            break
+                    st, doc = ready(srv)
+                finally:
+                    rd.thaw()
+                slow = max(dt for dt, _ in results)
+                bad = [r for _, r in results if not (isinstance(r, tuple) and r[0] == 200)]
+                print("\n# redis hung: %d requests, slowest %.2fs, answers %r" % (
+                    len(results), slow, sorted({(r[1].get("redis"), r[1].get("breaker"))
+                                                for _, r in results if isinstance(r, tuple) and r[1]})),
+                      flush=True)
+                self.assertEqual(bad, [], "requests failed while Redis hung")
+                self.assertLess(slow, 3, "a request waited %.1fs on a hung Redis" % slow)
+                opened = [dt for dt, r in results if r[1].get("breaker") == "open" and r[1].get("redis") != "ok"]
+                self.assertTrue(opened, "the breaker never opened while Redis hung")
+                self.assertLess(sorted(opened)[len(opened) // 2], 0.1,
+                                "with the breaker open, calls should fail fast")
+                self.assertIn(doc["checks"]["redis"]["status"], ("degraded",), doc)
+                self.assertEqual(st, 200, doc)
+                self.wait_closed(srv, 10)
 
     def _run(self, rd, srv):
         got = poll(lambda: (lambda r: r if r[0] == 200 and r[1] and r[1].get("redis") == "ok" else None)(
@@ -475,7 +681,7 @@ class RedisBreaker(unittest.TestCase):
             self.assertEqual([k for k in states if k[0] not in ("ok", "unavailable", "timeout")], [], states)
         with self.subTest(check="breaker opens"):
             self.assertTrue(saw_open, "breaker never reported open within 8 s; states %r" % states)
-            self.assertEqual([k for k in states if k[1] not in ("closed", "open", "half-open")], [], states)
+            self.assertEqual([k for k in states if k[1] not in self.BREAKER_STATES], [], states)
         with self.subTest(check="readiness degraded, not 503"):
             self.assertIsInstance(ready_down, tuple, ready_down)
             st, doc = ready_down
@@ -493,11 +699,9 @@ class RedisBreaker(unittest.TestCase):
         # Redis back: the breaker closes again
         rd.start()
         t0 = time.monotonic()
-        got = poll(lambda: (lambda r: r if r[0] == 200 and r[1] and r[1].get("breaker") == "closed"
-                            and r[1].get("redis") == "ok" else None)(safe(self.redis_doc, srv)), 10, 0.1)
-        self.assertIsNotNone(got, "the breaker did not close within 10 s of Redis returning: %r"
-                             % (safe(self.redis_doc, srv),))
-        print("# breaker closed %.1fs after Redis returned" % (time.monotonic() - t0), flush=True)
+        seen = self.wait_closed(srv, 10)
+        print("# breaker closed %.1fs after Redis returned; states on the way %r"
+              % (time.monotonic() - t0, seen), flush=True)
         st, doc = poll(lambda: (lambda r: r if r[1] and r[1].get("status") == "ok" else None)(ready(srv)), 5) \
             or ready(srv)
         self.assertEqual((st, doc.get("status")), (200, "ok"), doc)

@@ -138,6 +138,7 @@ class PgCluster:
         self.replica_urls = []
         self._as_root = os.geteuid() == 0
         self._started = False
+        self._frozen = []
 
     # -- helpers ---------------------------------------------------------
     def _bin(self, name):
@@ -290,6 +291,7 @@ class PgCluster:
 
     def close(self):
         """Stops every node (immediate) and removes the directory."""
+        self.thaw_primary()
         try:
             if self.dir and os.path.isdir(self.dir):
                 for i in list(range(len(self.replica_ports))) + [None]:
@@ -368,6 +370,34 @@ class PgCluster:
 
     def primary_running(self):
         return port_open(self.port)
+
+    def _pids(self, i=None):
+        """The postmaster of node i (None = primary) and all its children."""
+        data, _ = self._node(i)
+        with open(os.path.join(data, "postmaster.pid")) as f:
+            pid = int(f.readline().strip())
+        out = subprocess.run(["ps", "-o", "pid=", "--ppid", str(pid)], capture_output=True,
+                             text=True).stdout.split()
+        return [pid] + [int(x) for x in out]
+
+    def freeze_primary(self):
+        """SIGSTOPs every process of the primary: connections stay open (the
+        kernel still ACKs on loopback) but nothing answers - a hung server.
+        Always pair with thaw_primary() (close() thaws too)."""
+        self._frozen = self._pids(None)
+        for pid in self._frozen:
+            try:
+                os.kill(pid, signal.SIGSTOP)
+            except OSError:
+                pass
+
+    def thaw_primary(self):
+        for pid in self._frozen:
+            try:
+                os.kill(pid, signal.SIGCONT)
+            except OSError:
+                pass
+        self._frozen = []
 
     # -- replicas --------------------------------------------------------
     def stop_replica(self, i, mode="fast"):
@@ -448,6 +478,7 @@ class Redis:
         self.proc = None
         self.url = None
         self._logf = None
+        self._frozen = False
 
     def start(self):
         """Starts the server; after stop(), starts it again on the same
@@ -511,6 +542,7 @@ class Redis:
     def stop(self):
         """Stops the server (SIGTERM; SIGKILL after 5 s). The port stays
         reserved for start()."""
+        self.thaw()
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
@@ -529,6 +561,18 @@ class Redis:
     def restart(self):
         self.stop()
         self._spawn()
+
+    def freeze(self):
+        """SIGSTOPs redis-server: connects and commands hang instead of
+        failing (what a command timeout is for). Pair with thaw()."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGSTOP)
+            self._frozen = True
+
+    def thaw(self):
+        if self.proc is not None and self.proc.poll() is None and self._frozen:
+            self.proc.send_signal(signal.SIGCONT)
+        self._frozen = False
 
     def log_tail(self, n=20):
         try:

@@ -137,7 +137,7 @@ static void test_defaults_and_names(void **state)
     keel_breaker_free(NULL);
 
     assert_string_equal(keel_breaker_state_name(KEEL_BREAKER_CLOSED), "closed");
-    assert_string_equal(keel_breaker_state_name(KEEL_BREAKER_HALF_OPEN), "half_open");
+    assert_string_equal(keel_breaker_state_name(KEEL_BREAKER_HALF_OPEN), "half-open");
     assert_string_equal(keel_breaker_state_name(KEEL_BREAKER_OPEN), "open");
     assert_string_equal(keel_breaker_state_name((enum keel_breaker_state)7), "unknown");
 
@@ -311,8 +311,8 @@ static void test_open_half_open_closed(void **state)
     assert_non_null(strstr(log, "\"level\":\"warn\",\"msg\":\"circuit breaker opened\","
                                 "\"breaker\":\"cycle\",\"from\":\"closed\",\"to\":\"open\","
                                 "\"calls\":20,\"failures\":20"));
-    assert_non_null(strstr(log, "\"breaker\":\"cycle\",\"from\":\"open\",\"to\":\"half_open\""));
-    assert_non_null(strstr(log, "\"breaker\":\"cycle\",\"from\":\"half_open\",\"to\":\"closed\""));
+    assert_non_null(strstr(log, "\"breaker\":\"cycle\",\"from\":\"open\",\"to\":\"half-open\""));
+    assert_non_null(strstr(log, "\"breaker\":\"cycle\",\"from\":\"half-open\",\"to\":\"closed\""));
     free(log);
 }
 
@@ -342,7 +342,7 @@ static void test_half_open_failure(void **state)
     keel_breaker_free(b);
 
     log = log_text();
-    assert_non_null(strstr(log, "\"breaker\":\"relapse\",\"from\":\"half_open\",\"to\":\"open\""));
+    assert_non_null(strstr(log, "\"breaker\":\"relapse\",\"from\":\"half-open\",\"to\":\"open\""));
     assert_int_equal(count_str(log, "\"msg\":\"circuit breaker opened\""), 2);
     free(log);
 }

@@ -21,9 +21,10 @@
 
 #include "test.h"
 
-/* The driver itself, so the test does not depend on the archive's weak
- * reference to it (db_int.h) and can reach its statics. */
+/* The driver itself (both of its files), so the test does not depend on
+ * the archive's weak reference to it (db_int.h) and can reach its statics. */
 #include "db/db_pg.c"
+#include "db/db_pg_types.c"
 
 #define DRV  (&keel__db_pg)
 #define NOPS ((const struct keel_db_param *)NULL)
@@ -170,6 +171,7 @@ static void test_types_round_trip(void **state)
 static void test_values_from_the_server(void **state)
 {
     void *h = xconnect();
+    struct keel_db_param inf = KEEL_DB_TIME(INT64_MIN);
     struct keel_db_rows r;
 
     (void)state;
@@ -177,8 +179,9 @@ static void test_values_from_the_server(void **state)
            "SELECT 0::numeric, 0.000123::numeric, '1e30'::numeric, 'NaN'::numeric, 10000::numeric, "
            "'infinity'::timestamptz, '1969-12-31 23:59:59.999999+00'::timestamptz, "
            "'1970-01-01'::date, 'a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8'::uuid, 'x'::char(3), "
-           "3::int2 = 3, 9223372036854775807::int8, 1.1::float4, -1.25::float4, 'F'::text",
-           NOPS, 0, &r);
+           "3::int2 = 3, 9223372036854775807::int8, 1.1::float4, -1.25::float4, 'F'::text, "
+           "$1, $1 = '-infinity'::timestamptz",
+           &inf, 1, &r);
     assert_text(&r, 0, "0");
     assert_text(&r, 1, "0.000123");
     assert_text(&r, 2, "1000000000000000000000000000000");
@@ -190,6 +193,9 @@ static void test_values_from_the_server(void **state)
     assert_true(DRV->time(&r, 6) == -1);
     assert_text(&r, 6, "1969-12-31T23:59:59.999999Z");
     assert_true(DRV->time(&r, 7) == 0);
+    assert_true(DRV->time(&r, 15) == INT64_MIN);
+    assert_text(&r, 15, "-infinity");
+    assert_true(DRV->boolean(&r, 16));
     assert_text(&r, 8, "a1a2a3a4-b1b2-c1c2-d1d2-d3d4d5d6d7d8");
     assert_text(&r, 9, "x  ");
     assert_true(DRV->boolean(&r, 10));
