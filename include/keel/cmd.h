@@ -6,6 +6,8 @@
 #ifndef KEEL_CMD_H
 #define KEEL_CMD_H
 
+#include <stdio.h>
+
 #include "keel/config.h"
 
 int keel_cmd_serve(int argc, char **argv);
@@ -17,5 +19,18 @@ int keel_cmd_migrate(int argc, char **argv);
  * flags as keel_config_load_ex; "--help" is handled by the caller. */
 int keel_cmd_load_config(
     struct keel_config *cfg, int argc, char **argv, struct keel_config_extra *extra, size_t nextra);
+
+/* The start of every subcommand: loads the configuration; when extra[0]
+ * or extra[1] (the command's "--help" and "-h") was given, prints help(f)
+ * and stops with 0; on a configuration problem stops with 64 or 78; then
+ * initializes libsodium and the logger. *proceed says whether the command
+ * goes on; otherwise return the returned code (cfg is then freed). */
+int keel_cmd_start(struct keel_config *cfg,
+                   int argc,
+                   char **argv,
+                   struct keel_config_extra *extra,
+                   size_t nextra,
+                   void (*help)(FILE *f),
+                   bool *proceed);
 
 #endif

@@ -80,6 +80,10 @@ struct keel_str {
 #define KEEL_STR(lit)     ((struct keel_str){(lit), sizeof(lit) - 1})
 #define KEEL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
 
+/* Length (1..4) of the valid UTF-8 sequence at s[0..n), or 0 when it is
+ * invalid: truncated, overlong, a surrogate, or past U+10FFFF (RFC 3629). */
+size_t keel_utf8_seq(const unsigned char *s, size_t n);
+
 bool keel_str_eq(struct keel_str a, const char *lit);
 bool keel_str_caseeq(struct keel_str a, const char *lit);
 

@@ -55,6 +55,13 @@ out:
     return status;
 }
 
+static void healthcheck_help(FILE *f)
+{
+    fprintf(f, "Usage: keel healthcheck [OPTIONS]\n\n"
+               "Probes GET /health/ready on the configured listen address (KEEL_LISTEN);\n"
+               "exit 0 when it answers 200, 1 otherwise. Takes the options of 'keel serve'.\n");
+}
+
 int keel_cmd_healthcheck(int argc, char **argv)
 {
     struct keel_config_extra extra[] = {
@@ -63,17 +70,12 @@ int keel_cmd_healthcheck(int argc, char **argv)
     };
     struct keel_config cfg = {0};
     const char *host;
+    bool proceed;
     int code, status;
 
-    code = keel_cmd_load_config(&cfg, argc, argv, extra, KEEL_ARRAY_LEN(extra));
-    if (extra[0].set || extra[1].set) {
-        keel_config_free(&cfg);
-        printf("Usage: keel healthcheck [OPTIONS]\n\n"
-               "Probes GET /health/ready on the configured listen address (KEEL_LISTEN);\n"
-               "exit 0 when it answers 200, 1 otherwise. Takes the options of 'keel serve'.\n");
-        return KEEL_EXIT_OK;
-    }
-    if (code != KEEL_EXIT_OK)
+    code =
+        keel_cmd_start(&cfg, argc, argv, extra, KEEL_ARRAY_LEN(extra), healthcheck_help, &proceed);
+    if (!proceed)
         return code;
     host = cfg.listen.host;
     if (strcmp(host, "0.0.0.0") == 0 || strcmp(host, "") == 0)

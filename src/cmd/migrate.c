@@ -64,6 +64,7 @@ int keel_cmd_migrate(int argc, char **argv)
     };
     struct keel_config cfg = {0};
     const char *action = argc > 0 ? argv[0] : NULL;
+    bool proceed;
     int code;
 
     if (action && (strcmp(action, "--help") == 0 || strcmp(action, "-h") == 0)) {
@@ -76,20 +77,10 @@ int keel_cmd_migrate(int argc, char **argv)
         migrate_help(stderr);
         return KEEL_EXIT_USAGE;
     }
-    code = keel_cmd_load_config(&cfg, argc - 1, argv + 1, extra, KEEL_ARRAY_LEN(extra));
-    if (extra[0].set || extra[1].set) {
-        keel_config_free(&cfg);
-        migrate_help(stdout);
-        return KEEL_EXIT_OK;
-    }
-    if (code != KEEL_EXIT_OK)
+    code = keel_cmd_start(&cfg, argc - 1, argv + 1, extra, KEEL_ARRAY_LEN(extra), migrate_help,
+                          &proceed);
+    if (!proceed)
         return code;
-    if (sodium_init() < 0) {
-        fprintf(stderr, "keel: libsodium failed to initialize\n");
-        keel_config_free(&cfg);
-        return KEEL_EXIT_FAILURE;
-    }
-    keel_log_init((enum keel_log_level)cfg.log_level, STDOUT_FILENO);
     code = run(action, &cfg);
     keel_config_free(&cfg);
     return code;

@@ -11,8 +11,8 @@
 #include "keel/cmd.h"
 #include "keel/db.h"
 #include "keel/log.h"
-#include "keel/migrate.h"
 #include "keel/metrics.h"
+#include "keel/migrate.h"
 #include "keel/module.h"
 #include "keel/pipeline.h"
 #include "keel/redis.h"
@@ -22,39 +22,14 @@
 #include "keel_commit.h"
 #include "keel_version.h"
 
-int keel_cmd_load_config(
-    struct keel_config *cfg, int argc, char **argv, struct keel_config_extra *extra, size_t nextra)
+static void serve_help(FILE *f)
 {
-    struct keel_buf errs;
-    bool usage = false;
-    keel_status rc;
-
-    keel_buf_init(&errs, 64 * 1024);
-    rc = keel_config_load_ex(cfg, argc, argv, extra, nextra, NULL, &errs, &usage);
-    for (size_t i = 0; i < nextra; i++) {
-        /* --help wins over any configuration problem. */
-        if (extra[i].set &&
-            (strcmp(extra[i].flag, "--help") == 0 || strcmp(extra[i].flag, "-h") == 0)) {
-            keel_buf_free(&errs);
-            return KEEL_EXIT_OK;
-        }
-    }
-    if (rc < 0) {
-        fputs(errs.data ? errs.data : "config: invalid configuration\n", stderr);
-        keel_buf_free(&errs);
-        return usage ? KEEL_EXIT_USAGE : KEEL_EXIT_CONFIG;
-    }
-    keel_buf_free(&errs);
-    return KEEL_EXIT_OK;
-}
-
-static void serve_help(void)
-{
-    printf(
+    fprintf(
+        f,
         "Usage: keel serve [OPTIONS]\n\n"
         "Runs the API server. Every option is also read from its environment variable\n"
         "and from the INI file given with --config (flags > environment > file > defaults).\n\n");
-    keel_config_print_help(stdout);
+    keel_config_print_help(f);
 }
 
 /* Sizes libuv's thread pool for blocking work unless the operator did; it
@@ -103,15 +78,17 @@ static keel_status open_storage(const struct keel_config *cfg, bool migrate, str
         if (cfg->env == KEEL_ENV_DEVELOPMENT || migrate) {
             rc = keel_migrate_up(*db, &applied);
         } else {
-            keel_log(KEEL_LOG_ERROR, "migrations pending: run 'keel migrate up' or start with --migrate",
+            keel_log(KEEL_LOG_ERROR,
+                     "migrations pending: run 'keel migrate up' or start with --migrate",
                      KEEL_LF_INT("pending", pending));
             rc = KEEL_E_UNAVAILABLE;
         }
     }
     if (rc < 0) {
         if (rc == KEEL_E_CONFLICT)
-            keel_log(KEEL_LOG_ERROR, "schema refused: an applied migration differs from this binary's "
-                                     "(see 'keel migrate status')");
+            keel_log(KEEL_LOG_ERROR,
+                     "schema refused: an applied migration differs from this binary's "
+                     "(see 'keel migrate status')");
         return rc;
     }
     keel_db_set_default(*db);
@@ -129,23 +106,13 @@ int keel_cmd_serve(int argc, char **argv)
     struct keel_config cfg = {0};
     struct keel_router *router = NULL;
     struct keel_db *db = NULL;
+    bool proceed;
     int code;
     keel_status rc;
 
-    code = keel_cmd_load_config(&cfg, argc, argv, extra, KEEL_ARRAY_LEN(extra));
-    if (extra[0].set || extra[1].set) {
-        keel_config_free(&cfg);
-        serve_help();
-        return KEEL_EXIT_OK;
-    }
-    if (code != KEEL_EXIT_OK)
+    code = keel_cmd_start(&cfg, argc, argv, extra, KEEL_ARRAY_LEN(extra), serve_help, &proceed);
+    if (!proceed)
         return code;
-    if (sodium_init() < 0) {
-        fprintf(stderr, "keel: libsodium failed to initialize\n");
-        keel_config_free(&cfg);
-        return KEEL_EXIT_FAILURE;
-    }
-    keel_log_init((enum keel_log_level)cfg.log_level, STDOUT_FILENO);
     keel_log(KEEL_LOG_INFO, "start", KEEL_LF_STR("version", KEEL_VERSION),
              KEEL_LF_STR("commit", KEEL_COMMIT), KEEL_LF_INT("pid", getpid()),
              KEEL_LF_STR("env", keel_config_env_name(cfg.env)));

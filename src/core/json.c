@@ -25,41 +25,6 @@
 
 static const char hex[] = "0123456789abcdef";
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 if invalid. */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t need, i;
-    uint32_t cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    if (cp >= 0xd800 && cp <= 0xdfff)
-        return 0;
-    return need;
-}
-
 static bool plain(unsigned char c)
 {
     return c >= 0x20 && c < 0x80 && c != '"' && c != '\\';
@@ -80,7 +45,7 @@ keel_status keel_json_escape(struct keel_buf *b, const char *str, size_t len)
             continue;
         }
         if (s[i] >= 0x80) {
-            seq = utf8_seq(s + i, len - i);
+            seq = keel_utf8_seq(s + i, len - i);
             if (seq) {
                 rc = keel_buf_append(b, s + i, seq);
                 i += seq;
@@ -339,7 +304,8 @@ static bool scan_string(struct scan *s)
             /* json-c checks only the byte structure of UTF-8; overlong
              * forms, surrogates and code points past U+10FFFF are refused
              * here with the same check the writer uses. */
-            size_t seq = utf8_seq((const unsigned char *)s->p - 1, (size_t)(s->end - s->p) + 1);
+            size_t seq =
+                keel_utf8_seq((const unsigned char *)s->p - 1, (size_t)(s->end - s->p) + 1);
 
             if (!seq)
                 return fail(s, "invalid UTF-8");

@@ -32,42 +32,6 @@ _Static_assert(KEEL_REFRESH_TOKEN_LEN + 1 == sodium_base64_ENCODED_LEN(32, B64),
 
 /* ------------------------------------------------------------- policy */
 
-/* Length of the valid UTF-8 sequence at s (1..4), or 0 (overlongs,
- * surrogates and code points past U+10FFFF are invalid, RFC 3629). */
-static size_t utf8_seq(const unsigned char *s, size_t n)
-{
-    unsigned c = s[0];
-    size_t need, i;
-    unsigned long cp;
-
-    if (c < 0x80)
-        return 1;
-    if (c >= 0xc2 && c <= 0xdf) {
-        need = 2;
-        cp = c & 0x1f;
-    } else if (c >= 0xe0 && c <= 0xef) {
-        need = 3;
-        cp = c & 0x0f;
-    } else if (c >= 0xf0 && c <= 0xf4) {
-        need = 4;
-        cp = c & 0x07;
-    } else {
-        return 0;
-    }
-    if (n < need)
-        return 0;
-    for (i = 1; i < need; i++) {
-        if ((s[i] & 0xc0) != 0x80)
-            return 0;
-        cp = (cp << 6) | (s[i] & 0x3f);
-    }
-    if ((need == 3 && cp < 0x800) || (need == 4 && (cp < 0x10000 || cp > 0x10ffff)))
-        return 0;
-    if (cp >= 0xd800 && cp <= 0xdfff)
-        return 0;
-    return need;
-}
-
 keel_status keel_password_check_policy(const char *pw, size_t len, const char **why)
 {
     const unsigned char *s = (const unsigned char *)pw;
@@ -82,7 +46,7 @@ keel_status keel_password_check_policy(const char *pw, size_t len, const char **
     if (!pw)
         len = 0; /* counts as empty: too short */
     while (i < len) {
-        n = utf8_seq(s + i, len - i);
+        n = keel_utf8_seq(s + i, len - i);
         if (n == 0 || s[i] == '\0') {
             *why = "password must be valid UTF-8 text";
             return KEEL_E_INVALID;
