@@ -181,7 +181,7 @@ struct keel_request {
     enum keel_phase phase;
     unsigned mw_index;
     bool parked;
-    bool held; /* keel_request_park holds the connection */
+    bool held;        /* keel_request_park holds the connection */
     void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
 };
 

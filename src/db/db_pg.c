@@ -46,9 +46,9 @@
 #define DEFAULT_TIMEOUT_MS 5000u
 #define TIMEOUT_UNKNOWN    UINT_MAX
 #define PING_MS            2000
-#define SLACK_MS           2000         /* beyond statement_timeout */
+#define SLACK_MS           2000          /* beyond statement_timeout */
 #define UNBOUNDED_MS       (3600 * 1000) /* statement_timeout 0 (migrations) */
-#define SLOT_KEEP          4096 /* scratch larger than this is freed with the rows */
+#define SLOT_KEEP          4096          /* scratch larger than this is freed with the rows */
 
 /* A prepared statement: the SQL text and parameter types it was prepared
  * with follow the struct (oids[nparams], then the NUL-terminated text). */
@@ -618,8 +618,8 @@ static keel_status bad_result(struct pg_conn *c, PGresult *res)
 
 static PGresult *exec_prepared(struct pg_conn *c, const struct pg_stmt *st, unsigned n)
 {
-    return finish(c, PQsendQueryPrepared(c->pg, st->name, (int)n, c->values, c->lengths,
-                                         c->formats, 1));
+    return finish(
+        c, PQsendQueryPrepared(c->pg, st->name, (int)n, c->values, c->lengths, c->formats, 1));
 }
 
 static bool result_ok(const PGresult *res)

@@ -9,8 +9,6 @@
  * Dialect-specific SQL is limited to DDL and to what the test needs to
  * provoke (a serialization failure, a slow statement).
  */
-#include "test.h"
-
 #include <float.h>
 #include <inttypes.h>
 #include <pthread.h>
@@ -24,6 +22,8 @@
 #include "keel/config.h"
 #include "keel/db.h"
 #include "keel/log.h"
+
+#include "test.h"
 
 static struct keel_config cfg;
 static struct keel_db *db;
@@ -76,8 +76,8 @@ static void exec_ok(struct keel_db_conn *c, const char *sql)
 }
 
 /* Runs a one-row, one-column integer query; returns its value. */
-static int64_t query_int(struct keel_db_conn *c, const char *sql, const struct keel_db_param *p,
-                         unsigned n)
+static int64_t
+query_int(struct keel_db_conn *c, const char *sql, const struct keel_db_param *p, unsigned n)
 {
     struct keel_db_rows *r = NULL;
     int64_t v;
@@ -227,7 +227,8 @@ static void test_dialect_and_role(void **state)
     struct keel_db_conn *c;
 
     (void)state;
-    assert_string_equal(keel_db_dialect(db), strncmp(url, "sqlite:", 7) == 0 ? "sqlite" : "postgres");
+    assert_string_equal(keel_db_dialect(db),
+                        strncmp(url, "sqlite:", 7) == 0 ? "sqlite" : "postgres");
     /* No replicas configured: every intent lands on the primary. */
     c = acquire(KEEL_DB_READ);
     assert_string_equal(keel_db_conn_role(c), "primary");
@@ -243,8 +244,8 @@ static void test_dialect_and_role(void **state)
 static const char INSERT_TYPES[] =
     "INSERT INTO itest_types (id, c_text, c_int, c_bool, c_double, c_bytes, c_time, c_uuid) "
     "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)";
-static const char SELECT_TYPES[] =
-    "SELECT c_text, c_int, c_bool, c_double, c_bytes, c_time, c_uuid FROM itest_types WHERE id = $1";
+static const char SELECT_TYPES[] = "SELECT c_text, c_int, c_bool, c_double, c_bytes, c_time, "
+                                   "c_uuid FROM itest_types WHERE id = $1";
 
 struct typed_row {
     const char *text;
@@ -261,8 +262,9 @@ struct typed_row {
 static void insert_typed(struct keel_db_conn *c, int64_t id, const struct typed_row *w)
 {
     const struct keel_db_param p[] = {
-        KEEL_DB_INT(id),        KEEL_DB_TEXTN(w->text, w->text_len),     KEEL_DB_INT(w->i),
-        KEEL_DB_BOOL(w->b),     KEEL_DB_DOUBLE(w->d),                    KEEL_DB_BYTES(w->bytes, w->bytes_len),
+        KEEL_DB_INT(id),          KEEL_DB_TEXTN(w->text, w->text_len),
+        KEEL_DB_INT(w->i),        KEEL_DB_BOOL(w->b),
+        KEEL_DB_DOUBLE(w->d),     KEEL_DB_BYTES(w->bytes, w->bytes_len),
         KEEL_DB_TIME(w->time_us), KEEL_DB_UUID(w->uuid),
     };
     int64_t affected = -1;
@@ -290,8 +292,8 @@ static void check_typed(struct keel_db_conn *c, int64_t id, const struct typed_r
     s = keel_db_text(r, 0, &len);
     assert_non_null(s);
     if (len != w->text_len || memcmp(s, w->text, len) != 0)
-        fail_msg("row %" PRId64 ": text came back as %zu bytes \"%.*s\", wrote %zu bytes \"%.*s\"", id,
-                 len, (int)len, s, w->text_len, (int)w->text_len, w->text);
+        fail_msg("row %" PRId64 ": text came back as %zu bytes \"%.*s\", wrote %zu bytes \"%.*s\"",
+                 id, len, (int)len, s, w->text_len, (int)w->text_len, w->text);
     assert_int_equal(s[len], '\0'); /* text is NUL-terminated for C callers */
 
     if (keel_db_int64(r, 1) != w->i)
@@ -299,14 +301,14 @@ static void check_typed(struct keel_db_conn *c, int64_t id, const struct typed_r
                  keel_db_int64(r, 1), w->i);
     assert_int_equal(keel_db_bool(r, 2), w->b);
     if (!(keel_db_double(r, 3) == w->d))
-        fail_msg("row %" PRId64 ": double came back as %.17g, wrote %.17g", id, keel_db_double(r, 3),
-                 w->d);
+        fail_msg("row %" PRId64 ": double came back as %.17g, wrote %.17g", id,
+                 keel_db_double(r, 3), w->d);
 
     len = 12345;
     b = keel_db_bytes(r, 4, &len);
     if (len != w->bytes_len || (len && (!b || memcmp(b, w->bytes, len) != 0)))
-        fail_msg("row %" PRId64 ": bytes came back as %zu bytes, wrote %zu (or content differs)", id,
-                 len, w->bytes_len);
+        fail_msg("row %" PRId64 ": bytes came back as %zu bytes, wrote %zu (or content differs)",
+                 id, len, w->bytes_len);
 
     if (keel_db_time(r, 5) != w->time_us)
         fail_msg("row %" PRId64 ": time came back as %" PRId64 " us, wrote %" PRId64 " us", id,
@@ -335,7 +337,8 @@ static void test_types_round_trip(void **state)
          "00000000-0000-0000-0000-000000000000"},
         {prefix, 6, 0, true, 1.7976931348623157e308, (const unsigned char *)"", 0,
          -86400000000LL + 1, "ffffffff-ffff-4fff-bfff-ffffffffffff"},
-        {"x", 1, -1, false, DBL_MIN, nuls, 1, 253402300799999999LL, /* 9999-12-31T23:59:59.999999Z */
+        {"x", 1, -1, false, DBL_MIN, nuls, 1,
+         253402300799999999LL, /* 9999-12-31T23:59:59.999999Z */
          "6ba7b810-9dad-11d1-80b4-00c04fd430c8"},
         {"0.1", 3, 1, true, 0.1, nuls + 1, 1, 1, "123e4567-e89b-12d3-a456-426614174000"},
     };
@@ -361,8 +364,9 @@ static void test_types_round_trip(void **state)
 
 static void test_nulls(void **state)
 {
-    const struct keel_db_param p[] = {KEEL_DB_INT(200), KEEL_DB_NULL(), KEEL_DB_NULL(), KEEL_DB_NULL(),
-                                      KEEL_DB_NULL(),   KEEL_DB_NULL(), KEEL_DB_NULL(), KEEL_DB_NULL()};
+    const struct keel_db_param p[] = {KEEL_DB_INT(200), KEEL_DB_NULL(), KEEL_DB_NULL(),
+                                      KEEL_DB_NULL(),   KEEL_DB_NULL(), KEEL_DB_NULL(),
+                                      KEEL_DB_NULL(),   KEEL_DB_NULL()};
     const struct keel_db_param id[] = {KEEL_DB_INT(200)};
     struct keel_db_conn *c;
     struct keel_db_rows *r = NULL;
@@ -388,16 +392,19 @@ static void test_nulls(void **state)
     {
         const struct keel_db_param q[] = {KEEL_DB_NULL()};
 
-        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_types WHERE c_text = $1", q, 1), 0);
-        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_types WHERE id = 200 AND c_text IS NULL",
-                                   NULL, 0),
-                         1);
+        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_types WHERE c_text = $1", q, 1),
+                         0);
+        assert_int_equal(
+            query_int(c, "SELECT count(*) FROM itest_types WHERE id = 200 AND c_text IS NULL", NULL,
+                      0),
+            1);
     }
     /* The empty string is not NULL. */
     {
         const struct keel_db_param q[] = {KEEL_DB_TEXT("")};
 
-        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_types WHERE c_text = $1", q, 1), 1);
+        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_types WHERE c_text = $1", q, 1),
+                         1);
     }
     keel_db_release(c);
 }
@@ -412,26 +419,32 @@ static void test_param_reuse_and_order(void **state)
         /* $2 used twice, and before $1 in the text. */
         const struct keel_db_param p[] = {KEEL_DB_INT(1), KEEL_DB_TEXT("same")};
 
-        CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_pairs (a, b, id) VALUES ($2, $2, $1)", p, 2, NULL));
+        CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_pairs (a, b, id) VALUES ($2, $2, $1)", p,
+                                   2, NULL));
     }
     {
-        const struct keel_db_param p[] = {KEEL_DB_TEXT("left"), KEEL_DB_INT(2), KEEL_DB_TEXT("right")};
+        const struct keel_db_param p[] = {KEEL_DB_TEXT("left"), KEEL_DB_INT(2),
+                                          KEEL_DB_TEXT("right")};
 
-        CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_pairs (id, b, a) VALUES ($2, $3, $1)", p, 3, NULL));
+        CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_pairs (id, b, a) VALUES ($2, $3, $1)", p,
+                                   3, NULL));
     }
     {
         const struct keel_db_param p[] = {KEEL_DB_TEXT("same")};
 
-        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_pairs WHERE a = $1 AND b = $1 AND id = 1",
-                                   p, 1),
-                         1);
+        assert_int_equal(
+            query_int(c, "SELECT count(*) FROM itest_pairs WHERE a = $1 AND b = $1 AND id = 1", p,
+                      1),
+            1);
     }
     {
-        const struct keel_db_param p[] = {KEEL_DB_INT(2), KEEL_DB_TEXT("left"), KEEL_DB_TEXT("right")};
+        const struct keel_db_param p[] = {KEEL_DB_INT(2), KEEL_DB_TEXT("left"),
+                                          KEEL_DB_TEXT("right")};
 
-        assert_int_equal(query_int(c, "SELECT count(*) FROM itest_pairs WHERE id = $1 AND a = $2 AND b = $3",
-                                   p, 3),
-                         1);
+        assert_int_equal(
+            query_int(c, "SELECT count(*) FROM itest_pairs WHERE id = $1 AND a = $2 AND b = $3", p,
+                      3),
+            1);
     }
     keel_db_release(c);
 }
@@ -479,7 +492,8 @@ static void test_many_rows(void **state)
             fail_msg("row %d: id %" PRId64, i, keel_db_int64(r, 0));
         s = keel_db_text(r, 1, &len);
         if (!s || len != strlen(want) || memcmp(s, want, len) != 0)
-            fail_msg("row %d: value \"%.*s\", expected \"%s\"", i, s ? (int)len : 6, s ? s : "(null)", want);
+            fail_msg("row %d: value \"%.*s\", expected \"%s\"", i, s ? (int)len : 6,
+                     s ? s : "(null)", want);
         i++;
     }
     CHECK_RC_C(c, rc, KEEL_DONE);
@@ -511,7 +525,8 @@ static void test_affected_counts(void **state)
                                (const struct keel_db_param[]){KEEL_DB_INT(10)}, 1, &affected));
     assert_int_equal(affected, 10);
     affected = -1;
-    CHECK_OK_C(c, keel_db_exec(c, "UPDATE itest_rows SET v = 'none' WHERE id < 0", NULL, 0, &affected));
+    CHECK_OK_C(
+        c, keel_db_exec(c, "UPDATE itest_rows SET v = 'none' WHERE id < 0", NULL, 0, &affected));
     assert_int_equal(affected, 0);
     affected = -1;
     CHECK_OK_C(c, keel_db_exec(c, "DELETE FROM itest_rows WHERE id >= $1",
@@ -539,15 +554,17 @@ static void test_conflicts(void **state)
 
     /* Foreign keys are enforced (SQLite: PRAGMA foreign_keys=ON) and map
      * to KEEL_E_CONFLICT too. */
-    CHECK_RC_C(c, keel_db_exec(c, "INSERT INTO itest_child (id, parent) VALUES (1, $1)",
-                               (const struct keel_db_param[]){KEEL_DB_INT(42)}, 1, NULL),
+    CHECK_RC_C(c,
+               keel_db_exec(c, "INSERT INTO itest_child (id, parent) VALUES (1, $1)",
+                            (const struct keel_db_param[]){KEEL_DB_INT(42)}, 1, NULL),
                KEEL_E_CONFLICT);
     exec_ok(c, "INSERT INTO itest_parent (id) VALUES (42)");
     CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_child (id, parent) VALUES (1, $1)",
                                (const struct keel_db_param[]){KEEL_DB_INT(42)}, 1, NULL));
 
     /* Other errors are KEEL_E_DB, and the connection survives them. */
-    CHECK_RC_C(c, keel_db_exec(c, "INSERT INTO itest_no_such_table VALUES (1)", NULL, 0, NULL), KEEL_E_DB);
+    CHECK_RC_C(c, keel_db_exec(c, "INSERT INTO itest_no_such_table VALUES (1)", NULL, 0, NULL),
+               KEEL_E_DB);
     CHECK_RC_C(c, keel_db_exec(c, "THIS IS NOT SQL", NULL, 0, NULL), KEEL_E_DB);
     assert_int_equal(query_int(c, "SELECT count(*) FROM itest_unique", NULL, 0), 1);
     keel_db_release(c);
@@ -609,14 +626,17 @@ static void test_transactions(void **state)
     /* Explicit begin / commit / rollback. */
     c = acquire(KEEL_DB_WRITE);
     CHECK_OK_C(c, keel_db_begin(c));
-    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('manual-rb', 1)", NULL, 0, NULL));
+    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('manual-rb', 1)", NULL,
+                               0, NULL));
     CHECK_OK_C(c, keel_db_rollback(c));
     CHECK_OK_C(c, keel_db_begin(c));
-    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('manual-c', 1)", NULL, 0, NULL));
+    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('manual-c', 1)", NULL, 0,
+                               NULL));
     CHECK_OK_C(c, keel_db_commit(c));
     /* Released inside a transaction: rolled back. */
     CHECK_OK_C(c, keel_db_begin(c));
-    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('released', 1)", NULL, 0, NULL));
+    CHECK_OK_C(c, keel_db_exec(c, "INSERT INTO itest_unique (k, v) VALUES ('released', 1)", NULL, 0,
+                               NULL));
     keel_db_release(c);
     assert_int_equal(count_key("manual-rb"), 0);
     assert_int_equal(count_key("manual-c"), 1);
@@ -674,7 +694,8 @@ static void test_retry_helper_forced(void **state)
             fail_msg("a transaction that always fails with 40001 returned KEEL_OK");
     }
     if (a.calls < 2 || a.calls > 6)
-        fail_msg("always-failing transaction attempted %d times; expected up to 5 attempts (2..6)", a.calls);
+        fail_msg("always-failing transaction attempted %d times; expected up to 5 attempts (2..6)",
+                 a.calls);
 }
 
 /* The retry helper under a real serialization conflict: two threads run
@@ -738,7 +759,8 @@ static void *write_skew_thread(void *arg)
 static void test_retry_helper_serialization_conflict(void **state)
 {
     struct ser_shared sh = {.rv = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 2, 0}};
-    struct ser_arg a[2] = {{&sh, 1, 0, KEEL_E_INTERNAL, false}, {&sh, 2, 0, KEEL_E_INTERNAL, false}};
+    struct ser_arg a[2] = {{&sh, 1, 0, KEEL_E_INTERNAL, false},
+                           {&sh, 2, 0, KEEL_E_INTERNAL, false}};
     pthread_t t[2];
     struct keel_db_conn *c;
 
@@ -756,7 +778,8 @@ static void test_retry_helper_serialization_conflict(void **state)
         /* Both read an empty table and both inserted: SERIALIZABLE must
          * have failed one, which the helper retried. */
         if (a[0].calls + a[1].calls < 3)
-            fail_msg("no retry happened (attempts %d + %d): the write skew was not detected or not retried",
+            fail_msg("no retry happened (attempts %d + %d): the write skew was not detected or not "
+                     "retried",
                      a[0].calls, a[1].calls);
     }
     c = acquire(KEEL_DB_READ_PRIMARY);
@@ -847,11 +870,12 @@ static void test_concurrent_writers(void **state)
         pthread_join(t[i], NULL);
     for (int i = 0; i < 2; i++)
         if (a[i].failures)
-            fail_msg("writer %d: %d of %d writes failed, first with %s", i + 1, a[i].failures, a[i].n,
-                     keel_status_name(a[i].first_error));
+            fail_msg("writer %d: %d of %d writes failed, first with %s", i + 1, a[i].failures,
+                     a[i].n, keel_status_name(a[i].first_error));
     assert_int_equal(read_failures, 0);
     c = acquire(KEEL_DB_READ_PRIMARY);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM itest_rows WHERE id >= 100000", NULL, 0), 300);
+    assert_int_equal(query_int(c, "SELECT count(*) FROM itest_rows WHERE id >= 100000", NULL, 0),
+                     300);
     keel_db_release(c);
 }
 
@@ -964,7 +988,8 @@ static void test_statement_timeout(void **state)
         keel_db_rows_free(r);
     }
     dt = now_s() - t0;
-    fprintf(stderr, "# slow statement with a 100 ms timeout: %s after %.3fs\n", keel_status_name(rc), dt);
+    fprintf(stderr, "# slow statement with a 100 ms timeout: %s after %.3fs\n",
+            keel_status_name(rc), dt);
     CHECK_RC_C(c, rc, KEEL_E_TIMEOUT);
     if (dt > 0.9)
         fail_msg("the statement was stopped only after %.3fs (timeout 100 ms)", dt);
@@ -973,7 +998,8 @@ static void test_statement_timeout(void **state)
     assert_int_equal(query_int(c, "SELECT CAST(7 AS BIGINT)", NULL, 0), 7);
     /* ...and with it lifted. */
     keel_db_set_timeout(c, 0);
-    assert_int_equal(query_int(c, "SELECT count(*) FROM itest_unique WHERE k = 'tx-commit'", NULL, 0), 1);
+    assert_int_equal(
+        query_int(c, "SELECT count(*) FROM itest_unique WHERE k = 'tx-commit'", NULL, 0), 1);
     keel_db_set_timeout(c, 5000);
     keel_db_release(c);
 

@@ -11,13 +11,13 @@
 #include <string.h>
 #include <time.h>
 
+#include "keel/breaker.h"
 #include "keel/config.h"
 #include "keel/db.h"
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
 #include "keel/redis.h"
-#include "keel/breaker.h"
 
 #define MAX_SLEEP_MS 10000
 
