@@ -55,7 +55,6 @@ static int on_message_begin(llhttp_t *p)
     c->req = keel__request_new(c);
     c->state = CONN_HEAD;
     c->head_only = false;
-    c->version_seen = false;
     if (!c->timer_header_armed) {
         /* Armed once for the whole header block: slowloris defence. */
         c->timer_header_armed = true;
@@ -81,12 +80,6 @@ static int on_url(llhttp_t *p, const char *at, size_t len)
 static int on_method_complete(llhttp_t *p)
 {
     conn_of(p)->head_only = llhttp_get_method(p) == HTTP_HEAD;
-    return 0;
-}
-
-static int on_version_complete(llhttp_t *p)
-{
-    conn_of(p)->version_seen = true;
     return 0;
 }
 
@@ -378,7 +371,6 @@ const llhttp_settings_t keel__parser_settings = {
     .on_message_begin = on_message_begin,
     .on_url = on_url,
     .on_method_complete = on_method_complete,
-    .on_version_complete = on_version_complete,
     .on_header_field = on_header_field,
     .on_header_value = on_header_value,
     .on_header_value_complete = on_header_value_complete,

@@ -97,7 +97,6 @@ struct keel_conn {
     int early_status; /* set by parser callbacks that reject a request */
     bool keep_alive;
     bool head_only;
-    bool version_seen;
     bool expect_continue;
     bool message_done;
     bool timer_header_armed;
