@@ -79,6 +79,11 @@ struct keel_config {
     uint32_t refresh_token_ttl_s;              /* KEEL_REFRESH_TOKEN_TTL */
     struct keel_config_rate rate_limit_ip;     /* KEEL_RATE_LIMIT_IP */
     struct keel_config_rate rate_limit_user;   /* KEEL_RATE_LIMIT_USER */
+    struct keel_config_rate rate_limit_auth;   /* KEEL_RATE_LIMIT_AUTH */
+    char *trusted_proxies;                     /* KEEL_TRUSTED_PROXIES (validated list) */
+    uint32_t password_memory_kib;              /* KEEL_PASSWORD_MEMORY */
+    uint32_t password_iterations;              /* KEEL_PASSWORD_ITERATIONS */
+    uint32_t password_concurrency;             /* KEEL_PASSWORD_CONCURRENCY (resolved) */
     struct keel_config_list cors_origins;      /* KEEL_CORS_ORIGINS (lowercased) */
     bool cors_allow_any;                       /* KEEL_CORS_ORIGINS is "*" */
     uint64_t max_body_bytes;                   /* KEEL_MAX_BODY_BYTES */

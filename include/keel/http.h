@@ -59,7 +59,7 @@ enum keel_body {
     KEEL_BODY_JSON, /* application/json required (415), parsed strictly (400) */
 };
 
-struct keel_schema; /* body schemas arrive with the validation issue */
+struct keel_schema; /* keel/schema.h */
 
 /* A route is data (STYLE.md section 1): modules declare static const tables.
  * Patterns are absolute paths whose segments are literals or parameters:
@@ -78,6 +78,8 @@ struct keel_route {
 
 #define KEEL_ROUTE_NO_LOG      0x1u /* no access log line (probes) */
 #define KEEL_ROUTE_NO_COMPRESS 0x2u
+#define KEEL_ROUTE_NO_RATELIMIT 0x4u /* probes and metrics: never rate limited */
+#define KEEL_ROUTE_AUTH_LIMIT   0x8u /* credential endpoints: KEEL_RATE_LIMIT_AUTH as well */
 
 #define KEEL_MAX_PARAMS 8
 
@@ -255,6 +257,11 @@ keel_status keel_request_park(struct keel_request *req);
  * request is dropped (and must not be touched after this call). Loop
  * thread only. */
 void keel_request_resume(struct keel_request *req, keel_status rc);
+
+/* The socket peer's address (AF_INET or AF_INET6). Returns KEEL_OK, or
+ * KEEL_E_INVALID when it is unknown (the socket is gone). */
+struct sockaddr_storage;
+keel_status keel_request_peer(const struct keel_request *req, struct sockaddr_storage *out);
 
 /* Loop-thread index (0..threads-1) of the request, for per-thread data. */
 unsigned keel_request_thread(const struct keel_request *req);

@@ -29,6 +29,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "keel/clientip.h"
 #include "keel/json.h"
 #include "keel/log.h"
 
@@ -84,6 +85,16 @@ static const struct opt options[] = {
      "N/PERIOD", "requests per client IP (PERIOD: s, min, hour, day)"},
     {"KEEL_RATE_LIMIT_USER", T_RATE, 0, OFF(rate_limit_user), "100/min", 1, 1000000000, NULL,
      "N/PERIOD", "requests per authenticated user"},
+    {"KEEL_RATE_LIMIT_AUTH", T_RATE, 0, OFF(rate_limit_auth), "30/min", 1, 1000000000, NULL,
+     "N/PERIOD", "requests per client IP to /auth/* (stricter than KEEL_RATE_LIMIT_IP)"},
+    {"KEEL_TRUSTED_PROXIES", T_STR, 0, OFF(trusted_proxies), NULL, 0, 0, NULL, "CIDRS",
+     "proxies whose X-Forwarded-For is believed (addresses or CIDR ranges); empty = none"},
+    {"KEEL_PASSWORD_MEMORY", T_U32, 0, OFF(password_memory_kib), "19456", 8, 4194304, NULL, "KIB",
+     "Argon2id memory per hash in KiB (production: at least 19456)"},
+    {"KEEL_PASSWORD_ITERATIONS", T_U32, 0, OFF(password_iterations), "2", 1, 64, NULL, "N",
+     "Argon2id passes (production: at least 2)"},
+    {"KEEL_PASSWORD_CONCURRENCY", T_U32, F_AUTO_CPUS, OFF(password_concurrency), "auto", 1, 256,
+     NULL, "N", "password hashes running at once per process (auto = usable CPUs)"},
     {"KEEL_CORS_ORIGINS", T_ORIGINS, 0, OFF(cors_origins), NULL, 0, 0, NULL, "ORIGINS",
      "comma-separated scheme://host[:port] or *; empty = CORS off"},
     {"KEEL_MAX_BODY_BYTES", T_U64, 0, OFF(max_body_bytes), "1048576", 1, 1073741824, NULL, "N",
@@ -736,8 +747,15 @@ static void check_rules(struct loader *ld)
     const struct keel_config *cfg = ld->cfg;
     size_t jwt = opt_index("KEEL_JWT_SECRET"), cors = opt_index("KEEL_CORS_ORIGINS");
     size_t dbg = opt_index("KEEL_DEBUG_ROUTES"), ttl = opt_index("KEEL_REFRESH_TOKEN_TTL");
-    char at[512];
+    size_t pwm = opt_index("KEEL_PASSWORD_MEMORY"), pwi = opt_index("KEEL_PASSWORD_ITERATIONS");
+    size_t tp = opt_index("KEEL_TRUSTED_PROXIES");
+    char at[512], why[256];
+    struct keel_proxies proxies;
 
+    if (!ld->bad[tp] && keel_proxies_parse(cfg->trusted_proxies, &proxies, why, sizeof(why)) < 0) {
+        where(ld, tp, ld->origin[tp], at, sizeof(at));
+        problem(ld, "%s: %s", at, why);
+    }
     if (!ld->bad[ttl] && !ld->bad[opt_index("KEEL_ACCESS_TOKEN_TTL")] &&
         cfg->refresh_token_ttl_s < cfg->access_token_ttl_s) {
         where(ld, ttl, ld->origin[ttl], at, sizeof(at));
@@ -758,6 +776,14 @@ static void check_rules(struct loader *ld)
     if (!ld->bad[cors] && cfg->cors_allow_any) {
         where(ld, cors, ld->origin[cors], at, sizeof(at));
         problem(ld, "%s: * is not allowed when KEEL_ENV=production; list the origins", at);
+    }
+    if (!ld->bad[pwm] && cfg->password_memory_kib < 19456) {
+        where(ld, pwm, ld->origin[pwm], at, sizeof(at));
+        problem(ld, "%s: must be at least 19456 (19 MiB) when KEEL_ENV=production", at);
+    }
+    if (!ld->bad[pwi] && cfg->password_iterations < 2) {
+        where(ld, pwi, ld->origin[pwi], at, sizeof(at));
+        problem(ld, "%s: must be at least 2 when KEEL_ENV=production", at);
     }
     if (!ld->bad[dbg] && cfg->debug_routes) {
         where(ld, dbg, ld->origin[dbg], at, sizeof(at));

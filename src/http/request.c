@@ -86,6 +86,18 @@ uv_loop_t *keel_request_uv_loop(const struct keel_request *req)
     return &req->loop->uv;
 }
 
+keel_status keel_request_peer(const struct keel_request *req, struct sockaddr_storage *out)
+{
+    int len = (int)sizeof(*out);
+
+    memset(out, 0, sizeof(*out));
+    if (!req->conn || uv_tcp_getpeername(&req->conn->tcp, (struct sockaddr *)out, &len) != 0)
+        return KEEL_E_INVALID;
+    if (out->ss_family != AF_INET && out->ss_family != AF_INET6)
+        return KEEL_E_INVALID;
+    return KEEL_OK;
+}
+
 const struct keel_header *keel_request_header(const struct keel_request *req, const char *name)
 {
     unsigned i;

@@ -13,6 +13,11 @@ extern const struct keel_middleware keel_mw_request_id;
 extern const struct keel_middleware keel_mw_security_headers;
 extern const struct keel_middleware keel_mw_cors;
 extern const struct keel_middleware keel_mw_body;
+extern const struct keel_middleware keel_mw_ratelimit_ip;
+extern const struct keel_middleware keel_mw_authn;
+extern const struct keel_middleware keel_mw_ratelimit_user;
+extern const struct keel_middleware keel_mw_authz;
+extern const struct keel_middleware keel_mw_validate;
 extern const struct keel_middleware keel_mw_compress;
 extern const struct keel_middleware keel_mw_metrics;
 extern const struct keel_middleware keel_mw_access_log;
@@ -23,6 +28,11 @@ const struct keel_middleware *const keel_middlewares[] = {
     &keel_mw_security_headers, /* filter: helmet-equivalent headers */
     &keel_mw_cors,             /* PREACCESS: preflight; filter: allow-origin */
     &keel_mw_body,             /* PREACCESS: 415 / 400 / depth for JSON routes */
+    &keel_mw_ratelimit_ip,     /* ACCESS: per-IP limit, stricter on credential routes */
+    &keel_mw_authn,            /* ACCESS: Bearer JWT -> identity, blocklist; 401 */
+    &keel_mw_ratelimit_user,   /* ACCESS: per-user limit */
+    &keel_mw_authz,            /* ACCESS: route permission vs role; 403 */
+    &keel_mw_validate,         /* VALIDATE: the route's body schema; 400 per field */
     &keel_mw_compress,         /* filter: gzip >= 1 KiB */
     &keel_mw_metrics,          /* log: request counters and latency */
     &keel_mw_access_log,       /* log: one JSON line per request */

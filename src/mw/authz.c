@@ -1,0 +1,4 @@
+/* authz.c - placeholder, being written. */
+#include "keel/http.h"
+
+const struct keel_middleware keel_mw_authz = {"authz", NULL, KEEL_PHASE_ACCESS, NULL, NULL, NULL};
