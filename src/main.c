@@ -20,6 +20,7 @@ static const struct command commands[] = {
     {"serve", keel_cmd_serve, "run the API server"},
     {"healthcheck", keel_cmd_healthcheck, "probe the local server's /health/ready (exit 0/1)"},
     {"migrate", keel_cmd_migrate, "apply (up) or list (status) schema migrations"},
+    {"users", keel_cmd_users, "create-admin --email E: create an administrator"},
 };
 
 static void usage(FILE *f)

@@ -10,6 +10,7 @@
 #define KEEL_CORE_H
 
 #include <stdbool.h>
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -91,5 +92,17 @@ bool keel_str_caseeq(struct keel_str a, const char *lit);
  * epoch. */
 uint64_t keel_now_ns(void);
 int64_t keel_wall_ms(void);
+
+/* Initializes a mutex that spins briefly before sleeping (glibc's adaptive
+ * type): for locks held a few hundred nanoseconds by event-loop threads
+ * (rate-limit store, L1 cache), where a futex sleep and wake-up costs far
+ * more than the wait. Aborts on failure. */
+void keel_mutex_init_fast(pthread_mutex_t *mu);
+
+/* Formats microseconds since the epoch as RFC 3339 UTC with milliseconds
+ * ("2026-11-22T10:00:00.123Z"). Returns false (out = "") when the time
+ * cannot be represented. */
+#define KEEL_TIME_STRLEN 32
+bool keel_time_format(int64_t us, char out[KEEL_TIME_STRLEN]);
 
 #endif

@@ -57,6 +57,7 @@ enum keel_auth {
 enum keel_body {
     KEEL_BODY_NONE, /* a body, if sent, is read and ignored */
     KEEL_BODY_JSON, /* application/json required (415), parsed strictly (400) */
+    KEEL_BODY_JSON_OPTIONAL, /* as KEEL_BODY_JSON when a body is sent; none: req->json NULL */
 };
 
 struct keel_schema; /* keel/schema.h */
@@ -191,6 +192,8 @@ enum {
     KEEL_MW_SLOT_CORS,
     KEEL_MW_SLOT_TRACE,
     KEEL_MW_SLOT_AUTH,
+    KEEL_MW_SLOT_RATELIMIT, /* src/mw/ratelimit.c: the decision behind the RateLimit headers */
+    KEEL_MW_SLOT_CLIENTIP,  /* keel_request_client: the resolved client address */
 };
 
 /* Returns the first header with this name (case-insensitive), or NULL. */
@@ -262,6 +265,17 @@ void keel_request_resume(struct keel_request *req, keel_status rc);
  * KEEL_E_INVALID when it is unknown (the socket is gone). */
 struct sockaddr_storage;
 keel_status keel_request_peer(const struct keel_request *req, struct sockaddr_storage *out);
+
+/* The client's address (struct keel_clientip, keel/clientip.h): the socket
+ * peer, or X-Forwarded-For as far as KEEL_TRUSTED_PROXIES vouches for it.
+ * Resolved once per request and kept in its arena. Returns NULL when the
+ * peer is unknown (the socket is gone) or memory ran out. Loop thread. */
+struct keel_clientip;
+const struct keel_clientip *keel_request_client(struct keel_request *req);
+
+/* True when the request's connection was cut while it was parked: resume
+ * it (which drops it) without answering. */
+bool keel_request_cut(const struct keel_request *req);
 
 /* Loop-thread index (0..threads-1) of the request, for per-thread data. */
 unsigned keel_request_thread(const struct keel_request *req);

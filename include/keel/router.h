@@ -30,7 +30,8 @@ void keel_router_free(struct keel_router *r);
 
 /* Adds a route; the route struct must outlive the router (static tables).
  * Returns KEEL_E_INVALID for a malformed pattern (not absolute, empty
- * segment, unknown parameter type, too many segments or parameters) and
+ * segment, unknown parameter type, too many segments or parameters, or an
+ * authenticated route without a permission: deny by default) and
  * KEEL_E_CONFLICT when the same method and pattern shape exist already. */
 keel_status keel_router_add(struct keel_router *r, const struct keel_route *route);
 

@@ -170,7 +170,7 @@ keel_ratelimit_new(size_t max_entries, uint64_t (*now_ms)(void *now_arg), void *
     for (i = 0; i < NSHARDS; i++) {
         struct shard *s = &rl->shards[i];
 
-        KEEL_ASSERT(pthread_mutex_init(&s->mu, NULL) == 0);
+        keel_mutex_init_fast(&s->mu);
         s->slots = keel_xcalloc(nslots, sizeof(*s->slots));
         s->mask = nslots - 1;
         s->cap = (uint32_t)cap;

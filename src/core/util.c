@@ -124,3 +124,27 @@ int64_t keel_wall_ms(void)
     clock_gettime(CLOCK_REALTIME, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
+
+bool keel_time_format(int64_t us, char out[KEEL_TIME_STRLEN])
+{
+    int64_t ms = us / 1000;
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    char day[24];
+
+    out[0] = '\0';
+    if (us < 0 || !gmtime_r(&t, &tm) || !strftime(day, sizeof(day), "%Y-%m-%dT%H:%M:%S", &tm))
+        return false;
+    snprintf(out, KEEL_TIME_STRLEN, "%s.%03dZ", day, (int)(ms % 1000));
+    return true;
+}
+
+void keel_mutex_init_fast(pthread_mutex_t *mu)
+{
+    pthread_mutexattr_t a;
+
+    KEEL_ASSERT(pthread_mutexattr_init(&a) == 0);
+    KEEL_ASSERT(pthread_mutexattr_settype(&a, PTHREAD_MUTEX_ADAPTIVE_NP) == 0);
+    KEEL_ASSERT(pthread_mutex_init(mu, &a) == 0);
+    pthread_mutexattr_destroy(&a);
+}

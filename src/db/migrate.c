@@ -672,13 +672,10 @@ void keel_migrate_states_free(struct keel_migration_state *states, size_t n)
     free(states);
 }
 
-static void format_time(int64_t us, char out[32])
+static void format_time(int64_t us, char out[KEEL_TIME_STRLEN])
 {
-    time_t t = (time_t)(us / 1000000);
-    struct tm tm;
-
-    if (!us || !gmtime_r(&t, &tm) || !strftime(out, 32, "%Y-%m-%dT%H:%M:%SZ", &tm))
-        snprintf(out, 32, "-");
+    if (!us || !keel_time_format(us, out))
+        snprintf(out, KEEL_TIME_STRLEN, "-");
 }
 
 keel_status keel_migrate_status(struct keel_db *db, FILE *out)

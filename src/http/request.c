@@ -14,6 +14,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "keel/clientip.h"
 #include "keel/log.h"
 
 #include "net/net_int.h"
@@ -84,6 +85,11 @@ unsigned keel_request_thread(const struct keel_request *req)
 uv_loop_t *keel_request_uv_loop(const struct keel_request *req)
 {
     return &req->loop->uv;
+}
+
+bool keel_request_cut(const struct keel_request *req)
+{
+    return req->conn->state == CONN_CLOSING;
 }
 
 keel_status keel_request_peer(const struct keel_request *req, struct sockaddr_storage *out)
@@ -264,4 +270,59 @@ void keel_request_resume(struct keel_request *req, keel_status rc)
         return;
     req->parked = false;
     keel__pipeline_run(req, rc);
+}
+
+/* ------------------------------------------------------ per request */
+
+/* The trusted-proxy list, parsed once per loop thread on its first use:
+ * no lock, no allocation; the configuration (validated at load) never
+ * changes while the process runs. */
+static _Thread_local struct keel_proxies t_proxies;
+static _Thread_local const char *t_proxies_src;
+static _Thread_local bool t_proxies_parsed;
+
+static const struct keel_proxies *thread_proxies(const char *list)
+{
+    if (!t_proxies_parsed || t_proxies_src != list) {
+        /* A failure leaves the list empty, which trusts nobody. */
+        (void)keel_proxies_parse(list, &t_proxies, NULL, 0);
+        t_proxies_src = list;
+        t_proxies_parsed = true;
+    }
+    return &t_proxies;
+}
+
+/* Only the last KEEL_XFF_MAX_ELEMENTS X-Forwarded-For lines can matter:
+ * every line holds at least one element and the walk examines at most
+ * that many. */
+const struct keel_clientip *keel_request_client(struct keel_request *req)
+{
+    const struct keel_proxies *p;
+    struct keel_str xff[KEEL_XFF_MAX_ELEMENTS];
+    struct sockaddr_storage peer;
+    struct keel_clientip *ip = req->mw_data[KEEL_MW_SLOT_CLIENTIP];
+    unsigned i, n = 0, skip = 0, total;
+
+    if (ip)
+        return ip;
+    if (keel_request_peer(req, &peer) < 0)
+        return NULL;
+    p = thread_proxies(req->cfg->trusted_proxies);
+    if (p->n > 0) {
+        total = keel_request_header_count(req, "X-Forwarded-For");
+        skip = total > KEEL_XFF_MAX_ELEMENTS ? total - KEEL_XFF_MAX_ELEMENTS : 0;
+        for (i = 0; i < req->nheaders && n < KEEL_XFF_MAX_ELEMENTS; i++) {
+            if (!keel_str_caseeq(req->headers[i].name, "X-Forwarded-For"))
+                continue;
+            if (skip > 0)
+                skip--;
+            else
+                xff[n++] = req->headers[i].value;
+        }
+    }
+    ip = keel_arena_alloc(req->arena, sizeof(*ip));
+    if (!ip || keel_clientip_resolve(p, &peer, xff, n, ip) < 0)
+        return NULL;
+    req->mw_data[KEEL_MW_SLOT_CLIENTIP] = ip;
+    return ip;
 }

@@ -171,6 +171,9 @@ keel_status keel_router_add(struct keel_router *r, const struct keel_route *rout
 
     if (!route->pattern || !route->handler || (unsigned)route->method >= KEEL_HTTP_METHOD_COUNT)
         return KEEL_E_INVALID;
+    /* Deny by default: an authenticated route must name its permission. */
+    if (route->auth == KEEL_AUTH_REQUIRED && (!route->permission || !*route->permission))
+        return KEEL_E_INVALID;
     c.route = route;
     if (compile(route->pattern, &c) < 0)
         return KEEL_E_INVALID;

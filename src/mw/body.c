@@ -29,7 +29,10 @@ static keel_status parse_body(struct keel_request *req)
     const char *why;
     keel_status rc;
 
-    if (!req->route || req->route->body != KEEL_BODY_JSON)
+    if (!req->route || req->route->body == KEEL_BODY_NONE)
+        return KEEL_DECLINED;
+    if (req->route->body == KEEL_BODY_JSON_OPTIONAL && req->body_len == 0 &&
+        !keel_request_header(req, "Content-Type"))
         return KEEL_DECLINED;
     if (!is_json(keel_request_header(req, "Content-Type")))
         return keel_fail(req, 415, NULL, "Send the body as application/json.");

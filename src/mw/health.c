@@ -165,9 +165,18 @@ static keel_status startup(struct keel_request *req)
 }
 
 static const struct keel_route routes[] = {
-    {.method = KEEL_HTTP_GET, .pattern = "/health/live", .handler = live},
-    {.method = KEEL_HTTP_GET, .pattern = "/health/ready", .handler = ready},
-    {.method = KEEL_HTTP_GET, .pattern = "/health/startup", .handler = startup},
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/health/live",
+     .handler = live,
+     .flags = KEEL_ROUTE_NO_RATELIMIT},
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/health/ready",
+     .handler = ready,
+     .flags = KEEL_ROUTE_NO_RATELIMIT},
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/health/startup",
+     .handler = startup,
+     .flags = KEEL_ROUTE_NO_RATELIMIT},
 };
 
 const struct keel_module keel_module_health = {

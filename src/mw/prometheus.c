@@ -15,7 +15,10 @@ static keel_status scrape(struct keel_request *req)
 }
 
 static const struct keel_route routes[] = {
-    {.method = KEEL_HTTP_GET, .pattern = "/metrics", .handler = scrape},
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/metrics",
+     .handler = scrape,
+     .flags = KEEL_ROUTE_NO_RATELIMIT},
 };
 
 const struct keel_module keel_module_prometheus = {

@@ -553,6 +553,21 @@ static void test_invalid_patterns(void **state)
     assert_int_equal(count_routes(), 0);
 }
 
+/* Deny by default: an authenticated route must name its permission. */
+static void test_authenticated_route_needs_permission(void **state)
+{
+    struct keel_route rt = route(KEEL_HTTP_GET, "/secret");
+
+    (void)state;
+    rt.auth = KEEL_AUTH_REQUIRED;
+    assert_int_equal(add(&rt), KEEL_E_INVALID);
+    rt.permission = "";
+    assert_int_equal(add(&rt), KEEL_E_INVALID);
+    rt.permission = "secrets:read";
+    assert_int_equal(add(&rt), KEEL_OK);
+    assert_int_equal(count_routes(), 1);
+}
+
 /* Brace pairs must balance inside a parameter: these are typos for
  * "/{id}", not parameters named "{id", "id}" or "a{b". */
 static void test_unbalanced_braces_in_param(void **state)
@@ -800,6 +815,7 @@ int main(void)
         T(test_trailing_slash_and_empty_segments),
         T(test_route_labels),
         T(test_invalid_patterns),
+        T(test_authenticated_route_needs_permission),
         T(test_unbalanced_braces_in_param),
         T(test_invalid_route_fields),
         T(test_param_limit),

@@ -1,5 +1,274 @@
-/* repo.c - being written. */
-#include "keel/core.h"
+/*
+ * repo.c - the identity module's SQL (pool threads only; include/keel/db.h).
+ *
+ * Every statement is a constant string with bound parameters, one per
+ * operation, in the dialect-neutral subset both drivers accept.
+ */
+#include <string.h>
 
-int keel__auth_placeholder_repo(void);
-int keel__auth_placeholder_repo(void) { return 0; }
+#include "keel/db.h"
+
+#include "auth_int.h"
+
+#define USER_COLS "id, email, name, role, password_hash, created_us, updated_us"
+
+static void copy_text(const struct keel_db_rows *r, unsigned col, char *out, size_t cap)
+{
+    size_t len = 0;
+    const char *s = keel_db_text(r, col, &len);
+
+    if (!s || len >= cap)
+        len = 0;
+    else
+        memcpy(out, s, len);
+    out[len] = '\0';
+}
+
+static keel_status user_one(struct keel_db_conn *c,
+                            const char *sql,
+                            const struct keel_db_param *p,
+                            struct user_row *u)
+{
+    struct keel_db_rows *r;
+    keel_status rc;
+
+    rc = keel_db_query(c, sql, p, 1, &r);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_next(r);
+    if (rc == KEEL_OK) {
+        memset(u, 0, sizeof(*u));
+        if (!keel_db_uuid(r, 0, u->id))
+            rc = KEEL_E_DB;
+        copy_text(r, 1, u->email, sizeof(u->email));
+        copy_text(r, 2, u->name, sizeof(u->name));
+        copy_text(r, 3, u->role, sizeof(u->role));
+        copy_text(r, 4, u->password_hash, sizeof(u->password_hash));
+        u->created_us = keel_db_int64(r, 5);
+        u->updated_us = keel_db_int64(r, 6);
+    } else if (rc == KEEL_DONE) {
+        rc = KEEL_E_NOT_FOUND;
+    }
+    keel_db_rows_free(r);
+    return rc;
+}
+
+keel_status keel__repo_user_by_email(struct keel_db_conn *c, const char *email, struct user_row *u)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(email)};
+
+    return user_one(c, "SELECT " USER_COLS " FROM users WHERE email = $1", p, u);
+}
+
+keel_status keel__repo_user_by_id(struct keel_db_conn *c, const char *id, struct user_row *u)
+{
+    struct keel_db_param p[] = {KEEL_DB_UUID(id)};
+
+    return user_one(c, "SELECT " USER_COLS " FROM users WHERE id = $1", p, u);
+}
+
+keel_status keel__repo_user_insert(struct keel_db_conn *c, const struct user_row *u)
+{
+    struct keel_db_param p[] = {
+        KEEL_DB_UUID(u->id),          KEEL_DB_TEXT(u->email),     KEEL_DB_TEXT(u->name),
+        KEEL_DB_TEXT(u->role),        KEEL_DB_TEXT(u->password_hash),
+        KEEL_DB_INT(u->created_us),   KEEL_DB_INT(u->updated_us),
+    };
+
+    return keel_db_exec(c,
+                        "INSERT INTO users (id, email, name, role, password_hash, created_us,"
+                        " updated_us) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                        p, KEEL_ARRAY_LEN(p), NULL);
+}
+
+static keel_status user_set(struct keel_db_conn *c, const char *sql, const char *id, const char *v)
+{
+    struct keel_db_param p[] = {KEEL_DB_UUID(id), KEEL_DB_TEXT(v), KEEL_DB_INT(keel_wall_ms() * 1000)};
+    int64_t n = 0;
+    keel_status rc = keel_db_exec(c, sql, p, KEEL_ARRAY_LEN(p), &n);
+
+    return rc < 0 ? rc : n == 0 ? KEEL_E_NOT_FOUND : KEEL_OK;
+}
+
+keel_status keel__repo_user_set_hash(struct keel_db_conn *c, const char *id, const char *hash)
+{
+    return user_set(c, "UPDATE users SET password_hash = $2, updated_us = $3 WHERE id = $1", id,
+                    hash);
+}
+
+keel_status keel__repo_user_set_name(struct keel_db_conn *c, const char *id, const char *name)
+{
+    return user_set(c, "UPDATE users SET name = $2, updated_us = $3 WHERE id = $1", id, name);
+}
+
+keel_status keel__repo_user_set_role(struct keel_db_conn *c, const char *id, const char *role)
+{
+    return user_set(c, "UPDATE users SET role = $2, updated_us = $3 WHERE id = $1", id, role);
+}
+
+keel_status keel__repo_user_delete(struct keel_db_conn *c, const char *id)
+{
+    struct keel_db_param p[] = {KEEL_DB_UUID(id)};
+    int64_t n = 0;
+    keel_status rc = keel_db_exec(c, "DELETE FROM users WHERE id = $1", p, 1, &n);
+
+    return rc < 0 ? rc : n == 0 ? KEEL_E_NOT_FOUND : KEEL_OK;
+}
+
+/* ------------------------------------------------------ refresh tokens */
+
+keel_status keel__repo_family_new(struct keel_db_conn *c,
+                                  const char *family_id,
+                                  const char *user_id,
+                                  const char *token_hash,
+                                  int64_t expires_ms)
+{
+    int64_t now_us = keel_wall_ms() * 1000;
+    struct keel_db_param f[] = {KEEL_DB_UUID(family_id), KEEL_DB_UUID(user_id),
+                                KEEL_DB_INT(now_us), KEEL_DB_INT(expires_ms)};
+    struct keel_db_param t[] = {KEEL_DB_TEXT(token_hash), KEEL_DB_UUID(family_id),
+                                KEEL_DB_INT(expires_ms)};
+    keel_status rc;
+
+    rc = keel_db_exec(c,
+                      "INSERT INTO refresh_families (id, user_id, created_us, last_used_us,"
+                      " expires_ms) VALUES ($1, $2, $3, $3, $4)",
+                      f, KEEL_ARRAY_LEN(f), NULL);
+    if (rc < 0)
+        return rc;
+    return keel_db_exec(c,
+                        "INSERT INTO refresh_tokens (token_hash, family_id, expires_ms)"
+                        " VALUES ($1, $2, $3)",
+                        t, KEEL_ARRAY_LEN(t), NULL);
+}
+
+keel_status keel__repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(hash)};
+    struct keel_db_rows *r;
+    keel_status rc;
+
+    rc = keel_db_query(c,
+                       "SELECT t.family_id, f.user_id, t.expires_ms, t.rotated_ms,"
+                       " f.revoked_ms FROM refresh_tokens t"
+                       " JOIN refresh_families f ON f.id = t.family_id"
+                       " WHERE t.token_hash = $1",
+                       p, 1, &r);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_next(r);
+    if (rc == KEEL_OK) {
+        memset(out, 0, sizeof(*out));
+        if (!keel_db_uuid(r, 0, out->family_id) || !keel_db_uuid(r, 1, out->user_id))
+            rc = KEEL_E_DB;
+        out->expires_ms = keel_db_int64(r, 2);
+        out->rotated = !keel_db_is_null(r, 3);
+        out->family_revoked = !keel_db_is_null(r, 4);
+    } else if (rc == KEEL_DONE) {
+        rc = KEEL_E_NOT_FOUND;
+    }
+    keel_db_rows_free(r);
+    return rc;
+}
+
+keel_status keel__repo_refresh_rotate(struct keel_db_conn *c,
+                                      const char *old_hash,
+                                      const char *family_id,
+                                      const char *new_hash,
+                                      int64_t expires_ms)
+{
+    int64_t now_ms = keel_wall_ms();
+    struct keel_db_param o[] = {KEEL_DB_TEXT(old_hash), KEEL_DB_INT(now_ms)};
+    struct keel_db_param t[] = {KEEL_DB_TEXT(new_hash), KEEL_DB_UUID(family_id),
+                                KEEL_DB_INT(expires_ms)};
+    struct keel_db_param f[] = {KEEL_DB_UUID(family_id), KEEL_DB_INT(now_ms * 1000),
+                                KEEL_DB_INT(expires_ms)};
+    int64_t n = 0;
+    keel_status rc;
+
+    /* The conditional update is the lock: of two concurrent refreshes with
+     * one token, exactly one changes a row. */
+    rc = keel_db_exec(c,
+                      "UPDATE refresh_tokens SET rotated_ms = $2"
+                      " WHERE token_hash = $1 AND rotated_ms IS NULL",
+                      o, KEEL_ARRAY_LEN(o), &n);
+    if (rc < 0)
+        return rc;
+    if (n != 1)
+        return KEEL_E_CONFLICT;
+    rc = keel_db_exec(c,
+                      "INSERT INTO refresh_tokens (token_hash, family_id, expires_ms)"
+                      " VALUES ($1, $2, $3)",
+                      t, KEEL_ARRAY_LEN(t), NULL);
+    if (rc < 0)
+        return rc;
+    return keel_db_exec(c,
+                        "UPDATE refresh_families SET last_used_us = $2, expires_ms = $3"
+                        " WHERE id = $1",
+                        f, KEEL_ARRAY_LEN(f), NULL);
+}
+
+keel_status keel__repo_family_revoke(struct keel_db_conn *c, const char *family_id)
+{
+    struct keel_db_param p[] = {KEEL_DB_UUID(family_id), KEEL_DB_INT(keel_wall_ms())};
+
+    return keel_db_exec(c,
+                        "UPDATE refresh_families SET revoked_ms = $2"
+                        " WHERE id = $1 AND revoked_ms IS NULL",
+                        p, KEEL_ARRAY_LEN(p), NULL);
+}
+
+keel_status keel__repo_families_revoke_user(struct keel_db_conn *c, const char *user_id)
+{
+    struct keel_db_param p[] = {KEEL_DB_UUID(user_id), KEEL_DB_INT(keel_wall_ms())};
+
+    return keel_db_exec(c,
+                        "UPDATE refresh_families SET revoked_ms = $2"
+                        " WHERE user_id = $1 AND revoked_ms IS NULL",
+                        p, KEEL_ARRAY_LEN(p), NULL);
+}
+
+/* ------------------------------------------------------------ throttle */
+
+keel_status
+keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
+    struct keel_db_rows *r;
+    keel_status rc;
+
+    memset(s, 0, sizeof(*s));
+    rc = keel_db_query(c, "SELECT failures, window_ms, blocked_ms FROM login_throttle WHERE key = $1",
+                       p, 1, &r);
+    if (rc < 0)
+        return rc;
+    rc = keel_db_next(r);
+    if (rc == KEEL_OK) {
+        s->failures = keel_db_int64(r, 0);
+        s->window_ms = keel_db_int64(r, 1);
+        s->blocked_ms = keel_db_int64(r, 2);
+    }
+    keel_db_rows_free(r);
+    return rc < 0 ? rc : KEEL_OK;
+}
+
+keel_status
+keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(key), KEEL_DB_INT(s->failures),
+                                KEEL_DB_INT(s->window_ms), KEEL_DB_INT(s->blocked_ms)};
+
+    return keel_db_exec(c,
+                        "INSERT INTO login_throttle (key, failures, window_ms, blocked_ms)"
+                        " VALUES ($1, $2, $3, $4) ON CONFLICT (key) DO UPDATE SET"
+                        " failures = excluded.failures, window_ms = excluded.window_ms,"
+                        " blocked_ms = excluded.blocked_ms",
+                        p, KEEL_ARRAY_LEN(p), NULL);
+}
+
+keel_status keel__repo_throttle_clear(struct keel_db_conn *c, const char *key)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
+
+    return keel_db_exec(c, "DELETE FROM login_throttle WHERE key = $1", p, 1, NULL);
+}
