@@ -16,7 +16,9 @@
 #include <unistd.h>
 
 #include "keel/config.h"
+#include "keel/db.h"
 #include "keel/log.h"
+#include "keel/migrate.h"
 #include "keel/module.h"
 #include "keel/pipeline.h"
 #include "keel/router.h"
@@ -57,6 +59,45 @@ static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_GET, .pattern = "/fuzz/n/{n:int}/{name}", .handler = item},
 };
 
+/* The identity routes need a database: a SQLite file in a fresh temporary
+ * directory (also the data dir, for the development JWT key), migrated.
+ * Argon2 runs at its smallest cost so a fuzzed login stays fast. */
+static char dir[] = "/tmp/keel-fuzz-XXXXXX";
+
+static void remove_storage(void)
+{
+    static const char *const files[] = {"keel.db", "keel.db-wal", "keel.db-shm", "jwt.key"};
+    char path[sizeof(dir) + 16];
+    size_t i;
+
+    for (i = 0; i < KEEL_ARRAY_LEN(files); i++) {
+        snprintf(path, sizeof(path), "%s/%s", dir, files[i]);
+        unlink(path);
+    }
+    rmdir(dir);
+}
+
+static void setup_storage(void)
+{
+    struct keel_db *db;
+    char *url;
+
+    if (!mkdtemp(dir))
+        abort();
+    atexit(remove_storage);
+    url = malloc(sizeof(dir) + 32);
+    snprintf(url, sizeof(dir) + 32, "sqlite:%s/keel.db", dir);
+    free(cfg.database_url);
+    cfg.database_url = url;
+    free(cfg.data_dir);
+    cfg.data_dir = strdup(dir);
+    cfg.password_memory_kib = 8;
+    cfg.password_iterations = 1;
+    if (keel_db_open(&cfg, &db) < 0 || keel_migrate_up(db, NULL) < 0)
+        abort();
+    keel_db_set_default(db);
+}
+
 static void setup(void)
 {
     struct keel_router *router = keel_router_new();
@@ -73,6 +114,7 @@ static void setup(void)
     cfg.max_headers = 20;
     cfg.max_uri_bytes = 512;
     keel_log_init(KEEL_LOG_ERROR, open("/dev/null", O_WRONLY | O_CLOEXEC));
+    setup_storage();
     if (keel_pipeline_init() < 0 || keel_modules_start(&cfg, router) < 0)
         abort();
     for (i = 0; i < KEEL_ARRAY_LEN(routes); i++)
