@@ -8,6 +8,8 @@
 # 3. Summary block on stdout and in bench/results/latest.txt.
 # 4. Storage: bench/storage.sh (point selects through the storage API vs pgbench -S on a throwaway
 #    PostgreSQL), which appends its own block to latest.txt. It also runs alone.
+# 5. Identity: bench/auth.sh (authenticated GET /api/v1/users/me vs /health/live, and
+#    /health/live during a login flood), which appends its own block too. It also runs alone.
 #
 # The bars are informational: exit 0 whatever the figures, 1 if a server failed to start or died.
 # Environment (defaults in brackets):
@@ -16,6 +18,7 @@
 #   BENCH_RESULTS [bench/results]   BENCH_KEEP_TMP [0; 1 keeps the temporary directory]
 #   NGINX [/usr/sbin/nginx]   WRK [wrk]   BENCH_STORAGE [1; 0 skips part 4]
 #   DB_BENCH_BIN [bench/db_bench of KEEL_BIN's build directory]; storage.sh lists its own variables
+#   BENCH_AUTH [1; 0 skips part 5]; auth.sh lists its own variables
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -67,11 +70,13 @@ stop() {
 }
 
 STORAGE_PID=""
+AUTH_PID=""
 
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     [[ -z $STORAGE_PID ]] || stop "$STORAGE_PID" TERM 30 # it stops its PostgreSQL first
+    [[ -z $AUTH_PID ]] || stop "$AUTH_PID" TERM 30       # it stops its Keel and wrk first
     for pid in "${PIDS[@]}"; do stop "$pid" TERM 5; done
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
@@ -163,7 +168,9 @@ fail_start() { # what dir
 
 # ------------------------------------------------------------------------------------------- HTTP
 KPORT=$("$PY" "$TOOL" freeport)
-start_keel keel "$KPORT"
+# Rate limits raised far beyond what wrk sends (the per-IP limit is on by default, 1000/min).
+start_keel keel "$KPORT" KEEL_RATE_LIMIT_IP=1000000000/s KEEL_RATE_LIMIT_USER=1000000000/s \
+    KEEL_RATE_LIMIT_AUTH=1000000000/s
 KEEL_HTTP_PID=$KEEL_PID
 log "keel $KEEL_BIN on 127.0.0.1:$KPORT (pid $KEEL_HTTP_PID, KEEL_THREADS=$THREADS)"
 probe "http://127.0.0.1:$KPORT/health/live" "$R/probe-keel.json" "$KEEL_HTTP_PID" ||
@@ -279,4 +286,19 @@ if [[ ${BENCH_STORAGE:-1} != 0 ]]; then
         exit 1
     fi
     STORAGE_PID=""
+fi
+
+# --------------------------------------------------------------------------------------- identity
+if [[ ${BENCH_AUTH:-1} != 0 ]]; then
+    echo
+    log "identity: bash bench/auth.sh"
+    KEEL_BIN=$KEEL_BIN BENCH_RESULTS=$RESULTS BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS \
+        BENCH_WARMUP=$WARMUP BENCH_THREADS=$THREADS bash "$ROOT/bench/auth.sh" </dev/null &
+    AUTH_PID=$!
+    if ! wait "$AUTH_PID"; then
+        AUTH_PID=""
+        log "the identity benchmark failed (see above)"
+        exit 1
+    fi
+    AUTH_PID=""
 fi

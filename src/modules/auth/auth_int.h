@@ -75,13 +75,17 @@ keel_status keel__blocklist_store(struct keel_db_conn *c,
                                   const char *subject,
                                   int64_t value_ms,
                                   int64_t expires_ms);
-/* Publishes revocations to Redis (loop thread, fire and forget; a no-op
- * without Redis). */
-void keel__blocklist_publish(struct keel_request *req,
-                             char kind,
-                             const char *subject,
-                             int64_t value_ms,
-                             int64_t expires_ms);
+/* Publishes a revocation to Redis from the loop, then continues the
+ * request with `then` once Redis has answered, so the client's next request
+ * to any instance sees it. Returns KEEL_AGAIN (parked), or `then` at once
+ * when Redis is not configured or not usable (the database poll carries
+ * the revocation to the other instances within a second). */
+keel_status keel__blocklist_publish(struct keel_request *req,
+                                    char kind,
+                                    const char *subject,
+                                    int64_t value_ms,
+                                    int64_t expires_ms,
+                                    keel_status then);
 /* Asks Redis whether the identity is revoked; calls done(req, revoked)
  * on the loop. Returns false (and never calls done) when Redis is not
  * usable now: the caller then relies on keel__blocklist_local. */
@@ -162,6 +166,10 @@ keel_status keel__repo_families_revoke_user(struct keel_db_conn *c, const char *
 
 keel_status keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s);
 keel_status keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s);
+/* Locks the key's row (creating it empty) until the transaction ends, so
+ * concurrent failures of one key add up. Call in the order of enum
+ * throttle_kind (no deadlock). */
+keel_status keel__repo_throttle_lock(struct keel_db_conn *c, const char *key);
 keel_status keel__repo_throttle_clear(struct keel_db_conn *c, const char *key);
 
 /* Revokes every session of a user and cuts off their access tokens

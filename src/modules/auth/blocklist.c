@@ -190,22 +190,44 @@ static void ignore_reply(keel_status rc, const struct keel_redis_reply *r, void 
                  KEEL_LF_STR("error", keel_strerror(rc)));
 }
 
-void keel__blocklist_publish(struct keel_request *req,
-                             char kind,
-                             const char *subject,
-                             int64_t value_ms,
-                             int64_t expires_ms)
+struct publish {
+    struct keel_request *req;
+    keel_status then;
+};
+
+static void published(keel_status rc, const struct keel_redis_reply *r, void *arg)
+{
+    struct publish *p = arg;
+
+    ignore_reply(rc, r, NULL);
+    keel_request_resume(p->req, p->then);
+}
+
+keel_status keel__blocklist_publish(struct keel_request *req,
+                                    char kind,
+                                    const char *subject,
+                                    int64_t value_ms,
+                                    int64_t expires_ms,
+                                    keel_status then)
 {
     char key[96], val[24], px[24];
     int64_t ttl = expires_ms - keel_wall_ms();
+    struct publish *p;
 
     if (!keel_redis_enabled() || ttl <= 0)
-        return;
+        return then;
+    p = keel_arena_alloc(req->arena, sizeof(*p));
+    if (!p)
+        return then;
+    p->req = req;
+    p->then = then;
     snprintf(key, sizeof(key), "keel:bl:%s:%s", kind == 'j' ? "jti" : "user", subject);
     snprintf(val, sizeof(val), "%lld", (long long)value_ms);
     snprintf(px, sizeof(px), "%lld", (long long)ttl);
-    (void)keel_redis_command(keel_request_uv_loop(req), keel_request_thread(req), ignore_reply,
-                             NULL, "SET %s %s PX %s", key, val, px);
+    if (keel_redis_command(keel_request_uv_loop(req), keel_request_thread(req), published, p,
+                           "SET %s %s PX %s", key, val, px) != KEEL_OK)
+        return then; /* Redis down: the database poll carries it */
+    return keel_request_park(req);
 }
 
 struct ask {

@@ -266,6 +266,21 @@ keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct th
                         p, KEEL_ARRAY_LEN(p), NULL);
 }
 
+keel_status keel__repo_throttle_lock(struct keel_db_conn *c, const char *key)
+{
+    struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
+
+    /* An upsert that changes nothing but takes the row lock (PostgreSQL
+     * waits here for a concurrent failure of the same key to commit); the
+     * next statement's snapshot then sees that failure. SQLite serializes
+     * write transactions anyway. */
+    return keel_db_exec(c,
+                        "INSERT INTO login_throttle (key, failures, window_ms, blocked_ms)"
+                        " VALUES ($1, 0, 0, 0) ON CONFLICT (key) DO UPDATE SET"
+                        " failures = login_throttle.failures",
+                        p, 1, NULL);
+}
+
 keel_status keel__repo_throttle_clear(struct keel_db_conn *c, const char *key)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key)};

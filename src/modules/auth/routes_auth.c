@@ -341,8 +341,11 @@ static keel_status login_record(struct keel_db_conn *c, void *arg)
     }
     l->lockout = false;
     for (k = 0; k < THROTTLE_KINDS && rc == KEEL_OK; k++) {
-        /* Re-read: concurrent failures of the same key must add up. */
-        rc = keel__repo_throttle_get(c, l->keys[k], &l->st[k]);
+        /* Lock, then re-read: concurrent failures of one key must add up
+         * (a plain read-modify-write loses them under READ COMMITTED). */
+        rc = keel__repo_throttle_lock(c, l->keys[k]);
+        if (rc == KEEL_OK)
+            rc = keel__repo_throttle_get(c, l->keys[k], &l->st[k]);
         if (rc == KEEL_OK) {
             l->lockout |= keel__throttle_fail((enum throttle_kind)k, &l->st[k], now);
             rc = keel__repo_throttle_put(c, l->keys[k], &l->st[k]);
@@ -550,11 +553,11 @@ static keel_status logout_done(struct keel_request *req, keel_status rc, void *a
 
     if (rc < 0)
         return keel__auth_db_failure(req, rc);
-    keel__blocklist_publish(req, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000);
     if (set_refresh_cookie(req, NULL, 0) < 0)
         return KEEL_E_NOMEM;
     keel_resp_start(req, 204, NULL);
-    return KEEL_DONE;
+    return keel__blocklist_publish(req, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000,
+                                   KEEL_DONE);
 }
 
 keel_status keel__auth_logout(struct keel_request *req)

@@ -26,6 +26,7 @@ struct one_user {
     const char *role; /* PATCH {id} */
     int64_t cut_ms;
     bool last_admin;
+    bool revoked; /* the transaction revoked the user's sessions */
 };
 
 static keel_status answer_user(struct keel_request *req, const struct user_row *u)
@@ -447,6 +448,7 @@ static keel_status role_tx(struct keel_db_conn *c, void *arg)
     rc = keel__repo_user_set_role(c, o->id, o->role);
     if (rc == KEEL_OK)
         rc = keel__auth_revoke_user(c, o->id, o->cut_ms);
+    o->revoked = rc == KEEL_OK;
     if (rc == KEEL_OK)
         rc = keel__repo_user_by_id(c, o->id, &o->u);
     return rc;
@@ -457,14 +459,17 @@ static keel_status revoked_done(struct keel_request *req, keel_status rc, void *
     struct one_user *o = arg;
 
     profile_drop(o->id);
-    if (rc == KEEL_OK && !o->last_admin)
-        keel__blocklist_publish(req, 'u', o->id, o->cut_ms,
-                                o->cut_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000);
     if (rc == KEEL_OK && !o->last_admin && req->method == KEEL_HTTP_DELETE) {
         keel_resp_start(req, 204, NULL);
-        return KEEL_DONE;
+        rc = KEEL_DONE;
+    } else {
+        rc = user_done(req, rc, arg);
     }
-    return user_done(req, rc, arg);
+    if (rc == KEEL_DONE && !o->last_admin && o->revoked)
+        rc = keel__blocklist_publish(req, 'u', o->id, o->cut_ms,
+                                     o->cut_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000,
+                                     KEEL_DONE);
+    return rc;
 }
 
 keel_status keel__users_patch(struct keel_request *req)
@@ -496,7 +501,10 @@ static keel_status delete_tx(struct keel_db_conn *c, void *arg)
             return rc;
     }
     rc = keel__auth_revoke_user(c, o->id, o->cut_ms);
-    return rc < 0 ? rc : keel__repo_user_delete(c, o->id);
+    if (rc == KEEL_OK)
+        rc = keel__repo_user_delete(c, o->id);
+    o->revoked = rc == KEEL_OK;
+    return rc;
 }
 
 keel_status keel__users_delete(struct keel_request *req)
