@@ -8,6 +8,7 @@ Subcommands:
   parse FILE --part a|b --target T --round N
                                       one wrk --latency output (and the "auth_login statuses:"
                                       line of bench/auth_login.lua) as a JSON line
+  line PARSED_JSON                    one progress line for a parsed run
   report RESULTS_DIR OUT_TXT          print the auth block, append it to OUT_TXT (replacing an
                                       earlier auth block there)
 
@@ -101,6 +102,21 @@ def cmd_parse(args):
         res["ok_per_s"] = round(ok / res["seconds"], 1) if res.get("seconds") else None
     print(json.dumps(res))
     return 1 if res["parse_error"] else 0
+
+
+def cmd_line(args):
+    r = json.load(open(args[0]))
+
+    def f(v):
+        return "n/a" if v is None else "%.0f" % v
+    extra = ""
+    if "statuses" in r:
+        extra = "; statuses %s, %s logins/s" % (
+            " ".join("%s=%d" % kv for kv in sorted(r["statuses"].items())) or "none",
+            f(r.get("ok_per_s")))
+    print("bench: auth: %s %-13s round %d: %s req/s, p50 %s us, p99 %s us, non-2xx %d,"
+          " socket errors %s%s" % (r["part"], r["target"], r["round"], f(r["rps"]), f(r["p50_us"]),
+                                   f(r["p99_us"]), r["non2xx"], r["socket_errors"] or "none", extra))
 
 
 # ---------------------------------------------------------------- report
@@ -270,6 +286,7 @@ COMMANDS = {
     "login": cmd_login,
     "check-me": cmd_check_me,
     "parse": cmd_parse,
+    "line": cmd_line,
     "report": cmd_report,
 }
 

@@ -196,7 +196,7 @@ record() {
         >"$R/$name.json" || log "wrk output for $name not understood: $(head -c 300 "$R/wrk-$name.txt")"
     [[ $round == 0 ]] && return 0
     cat "$R/$name.json" >>"$R/auth.jsonl"
-    "$PY" -c 'import json,sys; r=json.load(open(sys.argv[1])); print("bench: auth: %-3s %-14s round %d: %s req/s, p50 %s us, p99 %s us, non-2xx %d, socket errors %s%s" % (r["part"], r["target"], r["round"], r["rps"], r["p50_us"], r["p99_us"], r["non2xx"], r["socket_errors"] or "none", "; statuses %s, %s logins/s" % (r["statuses"], r["ok_per_s"]) if "statuses" in r else ""))' "$R/$name.json" >&2
+    "$PY" "$ATOOL" line "$R/$name.json" >&2
 }
 
 # (a) one run of TARGET (live|me) in ROUND with DURATION.

@@ -16,6 +16,7 @@
 
 #include "keel/cmd.h"
 #include "keel/db.h"
+#include "keel/json.h"
 #include "keel/log.h"
 #include "keel/migrate.h"
 #include "keel/uuid.h"
@@ -75,17 +76,15 @@ static int create_admin(const struct keel_config *cfg, const char *email, const 
     struct keel_password_params params;
     struct user_row u = {0};
     struct keel_db *db = NULL;
+    struct keel_json j;
+    struct keel_buf out;
     const char *why;
-    size_t i, n;
     keel_status rc;
 
-    n = strlen(email);
-    if (n == 0 || n > AUTH_EMAIL_MAX || !strchr(email, '@')) {
+    if (!keel__auth_normalize_email(email, u.email)) {
         fprintf(stderr, "keel users: --email must be an email address\n");
         return KEEL_EXIT_USAGE;
     }
-    for (i = 0; i < n; i++)
-        u.email[i] = (char)(email[i] >= 'A' && email[i] <= 'Z' ? email[i] + 32 : email[i]);
     if (strlen(name) == 0 || strlen(name) >= sizeof(u.name)) {
         fprintf(stderr, "keel users: --name must be 1 to %d characters\n", AUTH_NAME_MAX);
         return KEEL_EXIT_USAGE;
@@ -104,7 +103,7 @@ static int create_admin(const struct keel_config *cfg, const char *email, const 
     sodium_memzero(again, sizeof(again));
     if (keel_password_check_policy(pw, strlen(pw), &why) < 0) {
         sodium_memzero(pw, sizeof(pw));
-        fprintf(stderr, "keel users: the password %s\n", why);
+        fprintf(stderr, "keel users: the password %s\n", why); /* "must be ..." */
         return KEEL_EXIT_FAILURE;
     }
     params.memlimit = (size_t)cfg->password_memory_kib * 1024;
@@ -143,7 +142,19 @@ static int create_admin(const struct keel_config *cfg, const char *email, const 
     }
     keel_log_hash_user_id(u.id, pw); /* pw is wiped and free for reuse */
     keel_log(KEEL_LOG_INFO, "admin created", KEEL_LF_STR("user_id", pw));
-    printf("{\"id\":\"%s\",\"email\":\"%s\",\"role\":\"admin\"}\n", u.id, u.email);
+    keel_buf_init(&out, 4096);
+    keel_json_begin(&j, &out);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "id");
+    keel_json_str(&j, u.id);
+    keel_json_key(&j, "email");
+    keel_json_str(&j, u.email);
+    keel_json_key(&j, "role");
+    keel_json_str(&j, "admin");
+    keel_json_obj_close(&j);
+    if (keel_json_end(&j) == KEEL_OK)
+        printf("%s\n", out.data);
+    keel_buf_free(&out);
     return KEEL_EXIT_OK;
 }
 

@@ -121,7 +121,9 @@ static keel_status verify(struct keel_request *req,
     keel_status rc;
 
     if (e && e->len == len && sodium_memcmp(e->token, tok, len) == 0) {
-        if (now > e->claims.exp + KEEL_JWT_MAX_LEEWAY_S) {
+        /* The verifier's own rule (docs/internals/tokens.md): expired
+         * once exp <= now - leeway. */
+        if (e->claims.exp <= now - KEEL_JWT_MAX_LEEWAY_S) {
             *why = "expired";
             return KEEL_E_AUTH;
         }
@@ -155,6 +157,7 @@ static keel_status authenticate(struct keel_request *req)
     struct keel_jwt_claims c;
     struct keel_identity *id;
     const char *why;
+    size_t skip;
 
     if (!req->route || req->route->auth == KEEL_AUTH_NONE)
         return KEEL_DECLINED;
@@ -164,10 +167,12 @@ static keel_status authenticate(struct keel_request *req)
                                                       : KEEL_DECLINED;
     if (keel_request_header_count(req, "Authorization") != 1)
         return reject(req, "malformed", "several Authorization fields");
-    /* RFC 6750 2.1: "Bearer" (any case), one space, the token. */
+    /* RFC 6750 2.1: "Bearer" (any case), one or more spaces, the token. */
     if (h->value.len < 8 || strncasecmp(h->value.p, "Bearer ", 7) != 0)
         return reject(req, "malformed", "not a Bearer credential");
-    if (verify(req, h->value.p + 7, h->value.len - 7, &c, &why) < 0)
+    for (skip = 7; skip < h->value.len && h->value.p[skip] == ' '; skip++)
+        ;
+    if (verify(req, h->value.p + skip, h->value.len - skip, &c, &why) < 0)
         return reject(req, "invalid", why);
     if (!keel__authz_role_known(c.role) || !keel_uuid_valid(c.sub, strlen(c.sub)))
         return reject(req, "invalid", "unknown role or malformed subject");

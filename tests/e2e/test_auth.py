@@ -15,16 +15,22 @@ logins, tokens forged in Python with the configured HS256 secret.
   Refresh          rotation, reuse detection revoking the family, the cookie,
                    garbage, concurrent use; RefreshExpiry with short TTLs.
   LogoutSessions   logout revokes at once and leaves other sessions alone;
-                   the session list and revoking one session.
+                   the session list (a paginated list), revoking one session.
+  RevocationSurvivesRestart
+                   logout and role-change revocations outlive a restart.
   Admin            role change and deletion revoke tokens and sessions; the
                    last admin; the authorization matrix (every route x every
                    role and anonymous); BOLA; mass assignment.
   UserRateLimit,
   AuthRateLimit    KEEL_RATE_LIMIT_USER and KEEL_RATE_LIMIT_AUTH.
   LoginThrottle    growing delays per account, never a permanent lockout,
-                   metrics, security events, no secrets in the output.
+                   metrics, security events, no secrets in the output;
+  ThrottleAcrossAddresses
+                   per-account (any address) and per-IP (any account)
+                   counters, behind a trusted proxy.
   UsersList        admin list pagination and bad parameters.
-  CreateAdminCli   `keel users create-admin` exit codes.
+  CreateAdminCli   `keel users create-admin` exit codes;
+  CreateAdminEmail the CLI treats --email as the API treats emails.
 """
 
 import base64
@@ -435,19 +441,31 @@ class LoginTiming(unittest.TestCase):
             email = unique_email("timing")
             register(self, srv, email)
             # warm up once; a new unknown email each time (no throttling: an
-            # account is throttled after 5 failures, and only the 6th waits)
+            # account is throttled after 5 failures, and only the 6th waits).
+            # Up to three rounds of 5 + 5 interleaved logins: a machine busy
+            # with other work can skew one round, while a missing dummy hash
+            # (about 10x faster) fails every round.
             login_resp(srv, unique_email("ghost"), "warm-up-password")
-            t_unknown, t_wrong = [], []
-            for i in range(5):
-                for who, sink in ((unique_email("ghost"), t_unknown), (email, t_wrong)):
-                    t0 = time.perf_counter()
-                    r = login_resp(srv, who, "wrong-password-%d" % i)
-                    sink.append(time.perf_counter() - t0)
-                    self.assertEqual(r.status, 401, r)
-            mu, mw = statistics.median(t_unknown), statistics.median(t_wrong)
-            ratio = max(mu, mw) / max(min(mu, mw), 1e-6)
-            self.assertLess(ratio, 3.0, "median unknown-email %.1f ms vs wrong-password %.1f ms"
-                            % (mu * 1000, mw * 1000))
+            rounds = []
+            for _ in range(3):
+                t_unknown, t_wrong = [], []
+                for i in range(5):
+                    for who, sink in ((unique_email("ghost"), t_unknown), (email, t_wrong)):
+                        t0 = time.perf_counter()
+                        r = login_resp(srv, who, "wrong-password-%d" % i)
+                        sink.append(time.perf_counter() - t0)
+                        self.assertEqual(r.status, 401, r)
+                mu, mw = statistics.median(t_unknown), statistics.median(t_wrong)
+                ratio = max(mu, mw) / max(min(mu, mw), 1e-6)
+                rounds.append("unknown %.1f ms vs wrong password %.1f ms (x%.2f)"
+                              % (mu * 1000, mw * 1000, ratio))
+                if ratio < 3.0:
+                    break
+                # the account's own throttle: 5 failures per round
+                self.assertEqual(login_resp(srv, email).status, 429)
+                time.sleep(1.2)
+                self.assertEqual(login_resp(srv, email).status, 200)
+            self.assertLess(ratio, 3.0, "median login times differ: " + "; ".join(rounds))
 
 
 # --------------------------------------------------------------------------
@@ -625,6 +643,27 @@ class JwtRejected(AuthCase):
         # and past it
         self.rejected(forge(claims(self.uid, now=now - ACCESS_TTL - 45)))
         self.rejected(forge(claims(self.uid, nbf=now + 45)))
+
+    def test_expiry_boundary_same_with_verified_token_cache(self):
+        # tokens.md rule 18: valid while exp > now - 30. A token the server
+        # verified (and cached) before must be refused exactly when an
+        # unseen one is: in the second now = exp + 30 both are refused.
+        while time.time() % 1 > 0.5:        # start early in a second
+            time.sleep(0.02)
+        now = int(time.time())
+        exp = now - 29                      # valid until the next second
+        cached = forge(claims(self.uid, iat=exp - ACCESS_TTL, nbf=exp - ACCESS_TTL, exp=exp))
+        for _ in range(8):                  # reach every loop thread
+            self.ok(cached)
+        target = exp + 30 + 0.2
+        while time.time() < target:
+            time.sleep(0.02)
+        fresh = forge(claims(self.uid, iat=exp - ACCESS_TTL, nbf=exp - ACCESS_TTL, exp=exp))
+        self.assertLess(time.time(), exp + 30.8, "too slow to test the boundary second")
+        statuses = [me(self.srv, fresh).status] + [me(self.srv, cached).status for _ in range(8)]
+        self.assertEqual(statuses[0], 401, "an unseen token at now = exp + 30")
+        self.assertEqual(statuses[1:], [401] * 8,
+                         "a cached token is accepted at now = exp + 30, when rule 18 refuses it")
 
     def test_signature(self):
         c = claims(self.uid)
@@ -918,6 +957,41 @@ class LogoutSessions(AuthCase):
             self.assertNotIn("refresh_token", it)
             self.assertNotIn("token_hash", it)
         return {it["id"] for it in d["items"]}
+
+    def test_sessions_list_is_paginated(self):
+        # SPEC section 3: lists answer {"items", "next_cursor"}, ?limit=1..100
+        # (default 20) and ?cursor; no session may silently drop out
+        email = unique_email("many")
+        register(self, self.srv, email)
+        toks = [login(self, self.srv, email) for _ in range(101)]
+        tok = toks[-1]["access_token"]
+        seen, cursor, pages = [], None, 0
+        while True:
+            path = "/api/v1/users/me/sessions" + ("?cursor=" + cursor if cursor else "")
+            r = call(self.srv, "GET", path, token=tok)
+            self.assertEqual(r.status, 200, r)
+            d = keeltest.get_json(self, r)
+            self.assertLessEqual(len(d["items"]), 100)
+            seen.extend(it["id"] for it in d["items"])
+            cursor = d.get("next_cursor")
+            pages += 1
+            if not cursor or pages > 20:
+                break
+        self.assertEqual(len(set(seen)), 101,
+                         "GET /api/v1/users/me/sessions listed %d of 101 sessions over %d page(s), "
+                         "next_cursor null" % (len(set(seen)), pages))
+
+    def test_sessions_list_limit(self):
+        email = unique_email("lim")
+        register(self, self.srv, email)
+        toks = [login(self, self.srv, email) for _ in range(3)]
+        r = call(self.srv, "GET", "/api/v1/users/me/sessions?limit=2", token=toks[0]["access_token"])
+        self.assertEqual(r.status, 200, r)
+        d = doc(r)
+        self.assertEqual(len(d["items"]), 2, "?limit=2 ignored: %r" % d)
+        self.assertIsNotNone(d["next_cursor"])
+        r = call(self.srv, "GET", "/api/v1/users/me/sessions?limit=0", token=toks[0]["access_token"])
+        keeltest.check_problem(self, r, 400, "validation-error")
 
     def test_sessions_list_and_revoke(self):
         email = unique_email("sess")
@@ -1275,7 +1349,7 @@ class LoginThrottle(AuthCase):
     def test_throttle_then_owner_gets_in(self):
         email = unique_email("brute")
         secret_pw = "Owner-Pass-7f3a9c21e"
-        register(self, self.srv, email, secret_pw)
+        uid = register(self, self.srv, email, secret_pw)["id"]
         wrong = ["Guess-Number-%d-q8z" % i for i in range(5)]
         for pw in wrong:
             r = login_resp(self.srv, email, pw)
@@ -1288,6 +1362,15 @@ class LoginThrottle(AuthCase):
         self.assertGreaterEqual(int(ra), 1)
         self.assertLessEqual(int(ra), 60, "the first delay is short")
         time.sleep(int(ra) + 0.2)
+        # one more wrong guess after the wait: the next delay is longer
+        wrong.append("Guess-Number-6-q8z")
+        check_401(self, login_resp(self.srv, email, wrong[-1]))
+        r = login_resp(self.srv, email, secret_pw)
+        keeltest.check_problem(self, r, 429, "rate-limited")
+        ra2 = int(r.header("retry-after") or 0)
+        self.assertGreater(ra2, int(ra), "delays must grow: %s then %s" % (ra, ra2))
+        self.assertLessEqual(ra2, 60)
+        time.sleep(ra2 + 0.2)
         r = login_resp(self.srv, email, secret_pw)
         self.assertEqual(r.status, 200, "the owner is locked out after Retry-After: %r" % r)
         t = doc(r)
@@ -1308,6 +1391,11 @@ class LoginThrottle(AuthCase):
         out = self.srv.all_output()
         for s in [secret_pw] + wrong + [t["access_token"], t["refresh_token"]]:
             self.assertNotIn(s, out, "a password or token appears in the server output")
+        # user ids are logged hashed (SPEC section 6)
+        self.assertNotIn(uid, out)
+        rec = [x for x in self.srv.logs() if x.get("security_event") == "login_lockout"][0]
+        self.assertEqual(rec.get("client_ip"), "127.0.0.1", rec)
+        self.assertTrue(rec.get("user_id"), rec)
 
     def test_other_account_not_throttled(self):
         victim, other = unique_email("v"), unique_email("o")

@@ -195,9 +195,9 @@ static void expect_policy(const char *pw, size_t len, keel_status want, const ch
 static void test_policy(void **state)
 {
     static char buf[KEEL_PASSWORD_MAX_BYTES + 8];
-    const char *too_short = "password must be at least 10 characters";
-    const char *too_long = "password must be at most 128 characters";
-    const char *bad_text = "password must be valid UTF-8 text";
+    const char *too_short = "must be at least 10 characters";
+    const char *too_long = "must be at most 128 characters";
+    const char *bad_text = "must be valid UTF-8 text";
     const char *e9 = "\xc3\xa9"; /* U+00E9, 2 bytes */
     size_t i;
 

@@ -186,6 +186,11 @@ keel_status keel__auth_db_failure(struct keel_request *req, keel_status rc);
 /* Security event log line: event name, the user (may be NULL) and the
  * client IP of req (may be NULL), never a secret. */
 void keel__auth_security_event(struct keel_request *req, const char *event, const char *user_id);
+/* SPEC section 3: an email is trimmed (spaces, tabs) and lowercased
+ * (ASCII). Writes the result to out and returns true when it is an
+ * address: one @, a local part, a domain with a dot not at either end, no
+ * controls, spaces, quotes, <>,;\ and at most AUTH_EMAIL_MAX bytes. */
+bool keel__auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1]);
 /* The client IP of the request as text ("" when unknown). */
 const char *keel__auth_client_ip(struct keel_request *req);
 

@@ -168,6 +168,41 @@ keel_status keel__auth_db_failure(struct keel_request *req, keel_status rc)
     }
 }
 
+bool keel__auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1])
+{
+    size_t n, i, at = 0, nat = 0;
+
+    out[0] = '\0';
+    while (*in == ' ' || *in == '\t')
+        in++;
+    n = strlen(in);
+    while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\t'))
+        n--;
+    if (n == 0 || n > AUTH_EMAIL_MAX)
+        return false;
+    for (i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)in[i];
+
+        /* No controls, spaces, quotes or the characters that make an
+         * address ambiguous in a header or a log line. */
+        if (c <= 0x20 || c == 0x7f || c == '"' || c == '<' || c == '>' || c == '\\' || c == ',' ||
+            c == ';')
+            return false;
+        if (c == '@') {
+            at = i;
+            nat++;
+        }
+        out[i] = (char)(c >= 'A' && c <= 'Z' ? c + ('a' - 'A') : c);
+    }
+    out[n] = '\0';
+    if (nat != 1 || at == 0 || at == n - 1 || !strchr(out + at + 1, '.') || out[n - 1] == '.' ||
+        out[at + 1] == '.' || strstr(out + at, "..")) {
+        out[0] = '\0';
+        return false;
+    }
+    return true;
+}
+
 const char *keel__auth_client_ip(struct keel_request *req)
 {
     const struct keel_clientip *ip = keel_request_client(req);

@@ -40,7 +40,7 @@ keel_status keel_password_check_policy(const char *pw, size_t len, const char **
 
     if (!why)
         why = &ignored;
-    *why = "password must be at most 128 characters";
+    *why = "must be at most 128 characters";
     if (len > KEEL_PASSWORD_MAX_BYTES)
         return KEEL_E_INVALID;
     if (!pw)
@@ -48,7 +48,7 @@ keel_status keel_password_check_policy(const char *pw, size_t len, const char **
     while (i < len) {
         n = keel_utf8_seq(s + i, len - i);
         if (n == 0 || s[i] == '\0') {
-            *why = "password must be valid UTF-8 text";
+            *why = "must be valid UTF-8 text";
             return KEEL_E_INVALID;
         }
         i += n;
@@ -57,7 +57,7 @@ keel_status keel_password_check_policy(const char *pw, size_t len, const char **
     if (chars > KEEL_PASSWORD_MAX_CHARS)
         return KEEL_E_INVALID;
     if (chars < KEEL_PASSWORD_MIN_CHARS) {
-        *why = "password must be at least 10 characters";
+        *why = "must be at least 10 characters";
         return KEEL_E_INVALID;
     }
     *why = NULL;

@@ -7,7 +7,6 @@
  * keel_db_run, Argon2id through the hash queue), carrying their state in
  * one arena struct.
  */
-#include <ctype.h>
 #include <json-c/json.h>
 #include <string.h>
 
@@ -59,40 +58,19 @@ static const char *body_str(struct keel_request *req, const char *key, size_t *l
     return json_object_get_string(v);
 }
 
-/* SPEC: emails are trimmed and lowercased. Returns an arena copy, or NULL
- * (after recording a validation error) when the result is not an email. */
+/* The normalized email of the body, in the arena; NULL (after recording
+ * a validation error) when it is not an email. */
 static char *normalize_email(struct keel_request *req, const char *in)
 {
-    size_t n, i, at = 0, nat = 0;
-    char *e;
+    char *e = keel_arena_alloc(req->arena, AUTH_EMAIL_MAX + 1);
 
-    while (*in == ' ' || *in == '\t')
-        in++;
-    n = strlen(in);
-    while (n > 0 && (in[n - 1] == ' ' || in[n - 1] == '\t'))
-        n--;
-    e = keel_arena_alloc(req->arena, n + 1);
     if (!e)
         return NULL;
-    for (i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)in[i];
-
-        if (c <= 0x20 || c == 0x7f || c == '"' || c == '<' || c == '>' || c == '\\' || c == ',')
-            goto bad;
-        if (c == '@') {
-            at = i;
-            nat++;
-        }
-        e[i] = (char)tolower(c);
+    if (!keel__auth_normalize_email(in, e)) {
+        keel_fail_field(req, "email", "must be a valid email address");
+        return NULL;
     }
-    e[n] = '\0';
-    if (n == 0 || n > AUTH_EMAIL_MAX || nat != 1 || at == 0 || at == n - 1 ||
-        !strchr(e + at + 1, '.') || e[n - 1] == '.')
-        goto bad;
     return e;
-bad:
-    keel_fail_field(req, "email", "must be a valid email address");
-    return NULL;
 }
 
 static keel_status set_refresh_cookie(struct keel_request *req, const char *token, uint32_t ttl_s)

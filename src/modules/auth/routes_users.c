@@ -160,38 +160,138 @@ keel_status keel__users_me_patch(struct keel_request *req)
     return keel_db_run(req, KEEL_DB_WRITE, me_patch_tx, me_patched, o);
 }
 
+/* ------------------------------------------------------------ pages
+ *
+ * Lists use keyset pagination on UUIDv7 ids (SPEC section 3: ?limit=1..100,
+ * default 20, ?cursor=<opaque>, answered {"items": [...], "next_cursor"}).
+ * The cursor is the last id of the page, base64url-encoded. The query asks
+ * for limit + 1 rows: the extra one only says that a next page exists. */
+
+struct page {
+    int64_t limit;
+    char after[37]; /* "" on the first page */
+    int64_t n;      /* rows seen */
+    char last[37];  /* the last id shown */
+    struct keel_buf out; /* the rendered answer, built on the pool thread */
+};
+
+/* Parses ?limit and ?cursor into p. */
+static keel_status page_params(struct keel_request *req, struct page *p)
+{
+    const char *v;
+    unsigned char raw[64];
+    size_t n;
+    char *end;
+    long long lim;
+
+    p->limit = LIST_DEFAULT;
+    if (keel_request_query(req, "limit", &v) == KEEL_OK) {
+        lim = strtoll(v, &end, 10);
+        if (*v == '\0' || *end || lim < 1 || lim > LIST_MAX)
+            keel_fail_field(req, "limit", "must be an integer between 1 and 100");
+        else
+            p->limit = lim;
+    }
+    if (keel_request_query(req, "cursor", &v) == KEEL_OK) {
+        if (sodium_base642bin(raw, sizeof(raw), v, strlen(v), NULL, &n, NULL,
+                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
+            n != 36 || !keel_uuid_valid((const char *)raw, 36))
+            keel_fail_field(req, "cursor", "is not a cursor this API issued");
+        else
+            memcpy(p->after, raw, 36);
+    }
+    if (req->nproblem_fields)
+        return keel_fail(req, 400, "validation-error", "Invalid query.");
+    keel_buf_init(&p->out, 4 << 20);
+    return KEEL_OK;
+}
+
+/* Opens the answer; call before the rows. */
+static void page_open(struct page *p, struct keel_json *j)
+{
+    keel_json_begin(j, &p->out);
+    keel_json_obj_open(j);
+    keel_json_key(j, "items");
+    keel_json_arr_open(j);
+}
+
+/* Counts a row; false for the extra row past the page (do not show it). */
+static bool page_row(struct page *p, const char *id)
+{
+    if (++p->n > p->limit)
+        return false;
+    memcpy(p->last, id, sizeof(p->last));
+    return true;
+}
+
+/* Closes the answer with its next_cursor. */
+static keel_status page_close(struct page *p, struct keel_json *j)
+{
+    char cur[64];
+
+    keel_json_arr_close(j);
+    keel_json_key(j, "next_cursor");
+    if (p->n > p->limit) {
+        sodium_bin2base64(cur, sizeof(cur), (const unsigned char *)p->last, 36,
+                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
+        keel_json_str(j, cur);
+    } else {
+        keel_json_null(j);
+    }
+    keel_json_obj_close(j);
+    return keel_json_end(j) < 0 ? KEEL_E_NOMEM : KEEL_OK;
+}
+
+/* The done callback of a list: answers the rendered page. The page must
+ * be the first member of the callback's argument. */
+static keel_status page_done(struct keel_request *req, keel_status rc, void *arg)
+{
+    struct page *p = arg;
+
+    if (rc == KEEL_OK) {
+        keel_resp_start(req, 200, "application/json");
+        if (keel_buf_append(&req->resp.body, p->out.data, p->out.len) < 0)
+            rc = KEEL_E_NOMEM;
+    }
+    keel_buf_free(&p->out);
+    return rc < 0 ? keel__auth_db_failure(req, rc) : KEEL_DONE;
+}
+
 /* --------------------------------------------------------- sessions */
 
 struct sessions {
+    struct page page; /* first: page_done reads it */
     char user_id[37];
     char family[37];
-    struct keel_buf out; /* rendered items, built on the pool thread */
-    keel_status rc;
-    bool found;
 };
 
 static keel_status sessions_q(struct keel_db_conn *c, void *arg)
 {
     struct sessions *s = arg;
-    struct keel_db_param p[] = {KEEL_DB_UUID(s->user_id), KEEL_DB_INT(keel_wall_ms())};
+    struct keel_db_param p[] = {KEEL_DB_UUID(s->user_id), KEEL_DB_INT(keel_wall_ms()),
+                                KEEL_DB_INT(s->page.limit + 1), KEEL_DB_UUID(s->page.after)};
     struct keel_db_rows *r;
     struct keel_json j;
     char id[37], t[KEEL_TIME_STRLEN];
     keel_status rc;
 
-    rc = keel_db_query(c,
-                       "SELECT id, created_us, last_used_us, expires_ms FROM refresh_families"
-                       " WHERE user_id = $1 AND revoked_ms IS NULL AND expires_ms > $2"
-                       " ORDER BY id DESC LIMIT 100",
-                       p, KEEL_ARRAY_LEN(p), &r);
+    if (s->page.after[0])
+        rc = keel_db_query(c,
+                           "SELECT id, created_us, last_used_us, expires_ms FROM refresh_families"
+                           " WHERE user_id = $1 AND revoked_ms IS NULL AND expires_ms > $2"
+                           " AND id > $4 ORDER BY id LIMIT $3",
+                           p, 4, &r);
+    else
+        rc = keel_db_query(c,
+                           "SELECT id, created_us, last_used_us, expires_ms FROM refresh_families"
+                           " WHERE user_id = $1 AND revoked_ms IS NULL AND expires_ms > $2"
+                           " ORDER BY id LIMIT $3",
+                           p, 3, &r);
     if (rc < 0)
         return rc;
-    keel_json_begin(&j, &s->out);
-    keel_json_obj_open(&j);
-    keel_json_key(&j, "items");
-    keel_json_arr_open(&j);
+    page_open(&s->page, &j);
     while ((rc = keel_db_next(r)) == KEEL_OK) {
-        if (!keel_db_uuid(r, 0, id))
+        if (!keel_db_uuid(r, 0, id) || !page_row(&s->page, id))
             continue;
         keel_json_obj_open(&j);
         keel_json_key(&j, "id");
@@ -208,39 +308,23 @@ static keel_status sessions_q(struct keel_db_conn *c, void *arg)
         keel_json_obj_close(&j);
     }
     keel_db_rows_free(r);
-    keel_json_arr_close(&j);
-    keel_json_key(&j, "next_cursor");
-    keel_json_null(&j);
-    keel_json_obj_close(&j);
-    if (keel_json_end(&j) < 0)
-        return KEEL_E_NOMEM;
-    return rc == KEEL_DONE ? KEEL_OK : rc;
-}
-
-static keel_status sessions_done(struct keel_request *req, keel_status rc, void *arg)
-{
-    struct sessions *s = arg;
-
-    if (rc == KEEL_OK) {
-        keel_resp_start(req, 200, "application/json");
-        if (keel_buf_append(&req->resp.body, s->out.data, s->out.len) < 0)
-            rc = KEEL_E_NOMEM;
-    }
-    keel_buf_free(&s->out);
-    if (rc < 0)
-        return keel__auth_db_failure(req, rc);
-    return KEEL_DONE;
+    if (rc != KEEL_DONE)
+        return rc < 0 ? rc : KEEL_E_DB;
+    return page_close(&s->page, &j);
 }
 
 keel_status keel__users_sessions_list(struct keel_request *req)
 {
     struct sessions *s = keel_arena_calloc(req->arena, 1, sizeof(*s));
+    keel_status rc;
 
     if (!s)
         return KEEL_E_NOMEM;
+    rc = page_params(req, &s->page);
+    if (rc < 0)
+        return rc;
     strcpy(s->user_id, keel_auth_identity(req)->user_id);
-    keel_buf_init(&s->out, 1 << 20);
-    return keel_db_run(req, KEEL_DB_READ_PRIMARY, sessions_q, sessions_done, s);
+    return keel_db_run(req, KEEL_DB_READ_PRIMARY, sessions_q, page_done, s);
 }
 
 static keel_status session_revoke_tx(struct keel_db_conn *c, void *arg)
@@ -289,25 +373,16 @@ keel_status keel__users_session_delete(struct keel_request *req)
 
 /* ------------------------------------------------------------ admin */
 
-struct list {
-    int64_t limit;
-    char after[37];
-    struct keel_buf out;
-};
-
 static keel_status list_q(struct keel_db_conn *c, void *arg)
 {
-    struct list *l = arg;
-    struct keel_db_param p[] = {KEEL_DB_INT(l->limit + 1), KEEL_DB_UUID(l->after)};
+    struct page *pg = arg;
+    struct keel_db_param p[] = {KEEL_DB_INT(pg->limit + 1), KEEL_DB_UUID(pg->after)};
     struct keel_db_rows *r;
     struct keel_json j;
     struct user_row u;
-    char last[37] = "";
-    int64_t n = 0;
     keel_status rc;
 
-    /* Keyset pagination on the UUIDv7 id (time order). */
-    if (l->after[0])
+    if (pg->after[0])
         rc = keel_db_query(c,
                            "SELECT id, email, name, role, created_us, updated_us FROM users"
                            " WHERE id > $2 ORDER BY id LIMIT $1",
@@ -319,15 +394,10 @@ static keel_status list_q(struct keel_db_conn *c, void *arg)
                            p, 1, &r);
     if (rc < 0)
         return rc;
-    keel_json_begin(&j, &l->out);
-    keel_json_obj_open(&j);
-    keel_json_key(&j, "items");
-    keel_json_arr_open(&j);
+    page_open(pg, &j);
     while ((rc = keel_db_next(r)) == KEEL_OK) {
-        if (++n > l->limit)
-            break;
         memset(&u, 0, sizeof(u));
-        if (!keel_db_uuid(r, 0, u.id))
+        if (!keel_db_uuid(r, 0, u.id) || !page_row(pg, u.id))
             continue;
         snprintf(u.email, sizeof(u.email), "%s", keel_db_text(r, 1, NULL));
         snprintf(u.name, sizeof(u.name), "%s", keel_db_text(r, 2, NULL));
@@ -335,80 +405,24 @@ static keel_status list_q(struct keel_db_conn *c, void *arg)
         u.created_us = keel_db_int64(r, 4);
         u.updated_us = keel_db_int64(r, 5);
         keel__auth_user_json(&j, &u);
-        memcpy(last, u.id, sizeof(last));
     }
     keel_db_rows_free(r);
-    if (rc < 0)
-        return rc;
-    keel_json_arr_close(&j);
-    keel_json_key(&j, "next_cursor");
-    if (n > l->limit) {
-        char cur[64];
-
-        sodium_bin2base64(cur, sizeof(cur), (const unsigned char *)last, 36,
-                          sodium_base64_VARIANT_URLSAFE_NO_PADDING);
-        keel_json_str(&j, cur);
-    } else {
-        keel_json_null(&j);
-    }
-    keel_json_obj_close(&j);
-    return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_OK;
-}
-
-static keel_status list_done(struct keel_request *req, keel_status rc, void *arg)
-{
-    struct list *l = arg;
-
-    if (rc == KEEL_OK) {
-        keel_resp_start(req, 200, "application/json");
-        if (keel_buf_append(&req->resp.body, l->out.data, l->out.len) < 0)
-            rc = KEEL_E_NOMEM;
-    }
-    keel_buf_free(&l->out);
-    return rc < 0 ? keel__auth_db_failure(req, rc) : KEEL_DONE;
-}
-
-/* Parses ?limit and ?cursor (SPEC section 3: limit 1..100, default 20). */
-static keel_status list_params(struct keel_request *req, struct list *l)
-{
-    const char *v;
-    unsigned char raw[64];
-    size_t n;
-    char *end;
-    long long lim;
-
-    l->limit = LIST_DEFAULT;
-    if (keel_request_query(req, "limit", &v) == KEEL_OK) {
-        lim = strtoll(v, &end, 10);
-        if (*v == '\0' || *end || lim < 1 || lim > LIST_MAX)
-            keel_fail_field(req, "limit", "must be an integer between 1 and 100");
-        else
-            l->limit = lim;
-    }
-    if (keel_request_query(req, "cursor", &v) == KEEL_OK) {
-        if (sodium_base642bin(raw, sizeof(raw), v, strlen(v), NULL, &n, NULL,
-                              sodium_base64_VARIANT_URLSAFE_NO_PADDING) != 0 ||
-            n != 36 || !keel_uuid_valid((const char *)raw, 36))
-            keel_fail_field(req, "cursor", "is not a cursor this API issued");
-        else
-            memcpy(l->after, raw, 36);
-    }
-    return req->nproblem_fields ? keel_fail(req, 400, "validation-error", "Invalid query.")
-                                : KEEL_OK;
+    if (rc != KEEL_DONE)
+        return rc < 0 ? rc : KEEL_E_DB;
+    return page_close(pg, &j);
 }
 
 keel_status keel__users_list(struct keel_request *req)
 {
-    struct list *l = keel_arena_calloc(req->arena, 1, sizeof(*l));
+    struct page *p = keel_arena_calloc(req->arena, 1, sizeof(*p));
     keel_status rc;
 
-    if (!l)
+    if (!p)
         return KEEL_E_NOMEM;
-    rc = list_params(req, l);
+    rc = page_params(req, p);
     if (rc < 0)
         return rc;
-    keel_buf_init(&l->out, 4 << 20);
-    return keel_db_run(req, KEEL_DB_READ, list_q, list_done, l);
+    return keel_db_run(req, KEEL_DB_READ, list_q, page_done, p);
 }
 
 /* True when `id` is the only admin left (pool thread). */
