@@ -269,16 +269,7 @@ def cmd_report(args):
     rdir, out_txt = args[0], args[1]
     text = auth_block(rdir)
     sys.stdout.write(text)
-    old = open(out_txt).read() if os.path.exists(out_txt) else ""
-    i = old.find(TITLE)
-    if i >= 0:  # drop the previous auth block (it runs to the end or to the next "=== ")
-        j = old.find("\n=== ", i + len(TITLE))
-        old = old[:i] + (old[j + 1:] if j >= 0 else "")
-    if old and not old.endswith("\n\n"):
-        old = old.rstrip("\n") + "\n\n"
-    os.makedirs(os.path.dirname(out_txt) or ".", exist_ok=True)
-    with open(out_txt, "w") as f:
-        f.write(old + text)
+    bench.replace_block(out_txt, TITLE, text)
 
 
 COMMANDS = {

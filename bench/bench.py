@@ -540,20 +540,26 @@ def storage_block(rdir):
     return "\n".join(lines) + "\n"
 
 
-def cmd_storage_report(args):
-    rdir, out_txt = args[0], args[1]
-    text = storage_block(rdir)
-    sys.stdout.write(text)
+def replace_block(out_txt, title, text):
+    """Appends a summary block to out_txt, dropping the previous block with
+    the same title (it runs to the end or to the next "=== ")."""
     old = open(out_txt).read() if os.path.exists(out_txt) else ""
-    i = old.find(STORAGE_TITLE)
-    if i >= 0:  # drop the previous storage block (it runs to the end or to the next "=== ")
-        j = old.find("\n=== ", i + len(STORAGE_TITLE))
+    i = old.find(title)
+    if i >= 0:
+        j = old.find("\n=== ", i + len(title))
         old = old[:i] + (old[j + 1:] if j >= 0 else "")
     if old and not old.endswith("\n\n"):
         old = old.rstrip("\n") + "\n\n"
     os.makedirs(os.path.dirname(out_txt) or ".", exist_ok=True)
     with open(out_txt, "w") as f:
         f.write(old + text)
+
+
+def cmd_storage_report(args):
+    rdir, out_txt = args[0], args[1]
+    text = storage_block(rdir)
+    sys.stdout.write(text)
+    replace_block(out_txt, STORAGE_TITLE, text)
 
 
 COMMANDS = {
