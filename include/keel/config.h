@@ -36,6 +36,12 @@ enum keel_config_log_level {
     KEEL_CONFIG_LOG_DEBUG = 3,
 };
 
+/* KEEL_JWT_ALGORITHM. */
+enum keel_config_jwt_alg {
+    KEEL_CONFIG_JWT_HS256 = 0,
+    KEEL_CONFIG_JWT_EDDSA = 1,
+};
+
 /* KEEL_LISTEN: host without IPv6 brackets ("127.0.0.1", "::1",
  * "localhost") and a port in 0..65535 (0 asks the kernel for one). */
 struct keel_config_addr {
@@ -73,6 +79,8 @@ struct keel_config {
     uint32_t database_pool_size;               /* KEEL_DATABASE_POOL_SIZE */
     char *redis_url;                           /* KEEL_REDIS_URL (secret) */
     char *jwt_secret;                          /* KEEL_JWT_SECRET (secret) */
+    char *jwt_previous_secret;                 /* KEEL_JWT_PREVIOUS_SECRET (secret) */
+    enum keel_config_jwt_alg jwt_algorithm;    /* KEEL_JWT_ALGORITHM */
     char *jwt_issuer;                          /* KEEL_JWT_ISSUER */
     char *jwt_audience;                        /* KEEL_JWT_AUDIENCE */
     uint32_t access_token_ttl_s;               /* KEEL_ACCESS_TOKEN_TTL */

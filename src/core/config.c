@@ -45,6 +45,7 @@
 
 static const char *const env_words[] = {"development", "staging", "production", NULL};
 static const char *const level_words[] = {"error", "warn", "info", "debug", NULL};
+static const char *const jwt_alg_words[] = {"HS256", "EdDSA", NULL};
 static const char *const db_schemes[] = {"sqlite:", "postgres://", "postgresql://", NULL};
 static const char *const pg_schemes[] = {"postgres://", "postgresql://", NULL};
 static const char *const redis_schemes[] = {"redis://", "rediss://", "unix://", NULL};
@@ -73,6 +74,10 @@ static const struct opt options[] = {
      "redis://host:port/db; empty = in-process cache and limits"},
     {"KEEL_JWT_SECRET", T_STR, F_SECRET, OFF(jwt_secret), NULL, 0, 0, NULL, "KEY",
      "HS256 key, at least 32 bytes (generated in development)"},
+    {"KEEL_JWT_PREVIOUS_SECRET", T_STR, F_SECRET, OFF(jwt_previous_secret), NULL, 0, 0, NULL,
+     "KEY", "a retired JWT secret whose tokens are still accepted (key rotation)"},
+    {"KEEL_JWT_ALGORITHM", T_ENUM, 0, OFF(jwt_algorithm), "HS256", 0, 0, jwt_alg_words, "ALG",
+     "access-token signatures: HS256, or EdDSA (Ed25519 keyed by the secret)"},
     {"KEEL_JWT_ISSUER", T_STR, F_NONEMPTY, OFF(jwt_issuer), "keel", 0, 0, NULL, "NAME",
      "JWT iss claim"},
     {"KEEL_JWT_AUDIENCE", T_STR, F_NONEMPTY, OFF(jwt_audience), "keel-api", 0, 0, NULL, "NAME",
@@ -147,6 +152,7 @@ static const struct opt options[] = {
 
 /* T_ENUM fields are written through an int pointer. */
 _Static_assert(sizeof(enum keel_env) == sizeof(int), "enum keel_env is not an int");
+_Static_assert(sizeof(enum keel_config_jwt_alg) == sizeof(int), "jwt algorithm is not an int");
 _Static_assert(sizeof(enum keel_config_log_level) == sizeof(int), "log level is not an int");
 /* The log module takes the level as its own enum: keep the values equal. */
 _Static_assert((int)KEEL_CONFIG_LOG_ERROR == (int)KEEL_LOG_ERROR &&
@@ -748,7 +754,7 @@ static void check_rules(struct loader *ld)
     size_t jwt = opt_index("KEEL_JWT_SECRET"), cors = opt_index("KEEL_CORS_ORIGINS");
     size_t dbg = opt_index("KEEL_DEBUG_ROUTES"), ttl = opt_index("KEEL_REFRESH_TOKEN_TTL");
     size_t pwm = opt_index("KEEL_PASSWORD_MEMORY"), pwi = opt_index("KEEL_PASSWORD_ITERATIONS");
-    size_t tp = opt_index("KEEL_TRUSTED_PROXIES");
+    size_t tp = opt_index("KEEL_TRUSTED_PROXIES"), prev = opt_index("KEEL_JWT_PREVIOUS_SECRET");
     char at[512], why[256];
     struct keel_proxies proxies;
 
@@ -771,6 +777,11 @@ static void check_rules(struct loader *ld)
                 JWT_SECRET_MIN);
     } else if (!ld->bad[jwt] && strlen(cfg->jwt_secret) < JWT_SECRET_MIN) {
         where(ld, jwt, ld->origin[jwt], at, sizeof(at));
+        problem(ld, "%s: must be at least %d bytes when KEEL_ENV=production", at, JWT_SECRET_MIN);
+    }
+    if (!ld->bad[prev] && cfg->jwt_previous_secret &&
+        strlen(cfg->jwt_previous_secret) < JWT_SECRET_MIN) {
+        where(ld, prev, ld->origin[prev], at, sizeof(at));
         problem(ld, "%s: must be at least %d bytes when KEEL_ENV=production", at, JWT_SECRET_MIN);
     }
     if (!ld->bad[cors] && cfg->cors_allow_any) {

@@ -2,14 +2,13 @@
  * keys.c - the JWT signing keyset and the password cost, from the
  * configuration.
  *
- * KEEL_JWT_SECRET is the HS256 key (32..64 bytes; a longer secret is
- * reduced with SHA-256 so any passphrase-length value works outside
- * production, which demands >= 32 bytes at load). Without it, development
- * and staging use a random key kept in KEEL_DATA_DIR/jwt.key, created with
- * mode 0600 on first start, so tokens survive restarts and the key never
- * appears in configuration or logs. The kid is derived from the key
- * (first 8 bytes of its SHA-256, hex), so a rotated secret never collides
- * with the old one's kid.
+ * KEEL_JWT_SECRET keys the signatures (HS256 by default, EdDSA with
+ * KEEL_JWT_ALGORITHM; see add_key). Without it, development and staging
+ * use a random key kept in KEEL_DATA_DIR/jwt.key, created with mode 0600
+ * on first start, so tokens survive restarts and the key never appears in
+ * configuration or logs. KEEL_JWT_PREVIOUS_SECRET adds a verify-only key
+ * for rotation. Kids are derived from the keys, so a rotated secret never
+ * collides with the old one's kid.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -89,39 +88,65 @@ static keel_status dev_key(const char *dir, unsigned char key[DEV_KEY_LEN])
     return KEEL_E_INTERNAL;
 }
 
+/* Adds the key made from `secret` (len bytes) with cfg's algorithm. HS256
+ * uses a 32..64-byte secret as given (so other verifiers holding it
+ * interoperate) and reduces any other length with SHA-256; EdDSA seeds its
+ * key pair with SHA-256 of the secret. The kid is the first 8 bytes of the
+ * SHA-256 of the key material (the public key for EdDSA), in hex. */
+static keel_status add_key(const struct keel_config *cfg, const unsigned char *secret, size_t len)
+{
+    unsigned char key[crypto_hash_sha256_BYTES], id[crypto_hash_sha256_BYTES];
+    unsigned char pk[crypto_sign_PUBLICKEYBYTES], sk[crypto_sign_SECRETKEYBYTES];
+    char kid[17];
+    keel_status rc;
+
+    if (cfg->jwt_algorithm == KEEL_CONFIG_JWT_EDDSA) {
+        crypto_hash_sha256(key, secret, len);
+        crypto_sign_seed_keypair(pk, sk, key);
+        crypto_hash_sha256(id, pk, sizeof(pk));
+        sodium_bin2hex(kid, sizeof(kid), id, 8);
+        rc = keel_jwt_keyset_add_ed25519(&keyset, kid, key);
+        sodium_memzero(sk, sizeof(sk));
+    } else {
+        if (len < KEEL_JWT_HS256_MIN_SECRET || len > KEEL_JWT_HS256_MAX_SECRET) {
+            crypto_hash_sha256(key, secret, len);
+            secret = key;
+            len = sizeof(key);
+        }
+        crypto_hash_sha256(id, secret, len);
+        sodium_bin2hex(kid, sizeof(kid), id, 8);
+        rc = keel_jwt_keyset_add_hs256(&keyset, kid, secret, len);
+    }
+    sodium_memzero(key, sizeof(key));
+    return rc;
+}
+
 keel_status keel__auth_keys_init(const struct keel_config *cfg)
 {
-    unsigned char key[crypto_hash_sha256_BYTES], kidhash[crypto_hash_sha256_BYTES];
-    const unsigned char *secret;
-    char kid[17];
-    size_t len;
+    unsigned char dev[DEV_KEY_LEN];
     keel_status rc;
 
     keel__auth_password_params_set(cfg);
     keel_jwt_keyset_init(&keyset);
     if (cfg->jwt_secret) {
-        secret = (const unsigned char *)cfg->jwt_secret;
-        len = strlen(cfg->jwt_secret);
-        if (len < KEEL_JWT_HS256_MIN_SECRET || len > KEEL_JWT_HS256_MAX_SECRET) {
-            /* Outside production a short or long secret is accepted and
-             * reduced to a 32-byte key; a proper key is used as given, so
-             * other verifiers holding the same secret interoperate. */
-            crypto_hash_sha256(key, secret, len);
-            secret = key;
-            len = sizeof(key);
-        }
+        rc = add_key(cfg, (const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret));
     } else {
-        rc = dev_key(cfg->data_dir, key);
-        if (rc < 0)
-            return rc;
-        secret = key;
-        len = DEV_KEY_LEN;
+        rc = dev_key(cfg->data_dir, dev);
+        if (rc == KEEL_OK)
+            rc = add_key(cfg, dev, DEV_KEY_LEN);
+        sodium_memzero(dev, sizeof(dev));
     }
-    crypto_hash_sha256(kidhash, secret, len);
-    sodium_bin2hex(kid, sizeof(kid), kidhash, 8);
-    rc = keel_jwt_keyset_add_hs256(&keyset, kid, secret, len);
-    sodium_memzero(key, sizeof(key));
-    sodium_memzero(kidhash, sizeof(kidhash));
+    /* The first key added signs; a previous secret only verifies. A
+     * previous secret equal to the current one is the same kid: skip it. */
+    if (rc == KEEL_OK && cfg->jwt_previous_secret) {
+        rc = add_key(cfg, (const unsigned char *)cfg->jwt_previous_secret,
+                     strlen(cfg->jwt_previous_secret));
+        if (rc == KEEL_E_CONFLICT)
+            rc = KEEL_OK;
+    }
+    if (rc < 0)
+        keel_log(KEEL_LOG_ERROR, "cannot build the JWT keyset",
+                 KEEL_LF_STR("error", keel_strerror(rc)));
     return rc;
 }
 
