@@ -689,13 +689,13 @@ keel_status keel_migrate_status(struct keel_db *db, FILE *out)
     rc = keel_migrate_states(db, &st, &n);
     if (rc < 0)
         return rc;
-    fprintf(out, "%-8s %-32s %-8s %-21s %s\n", "VERSION", "NAME", "STATE", "APPLIED_AT",
+    fprintf(out, "%-8s %-32s %-8s %-24s %s\n", "VERSION", "NAME", "STATE", "APPLIED_AT",
             "CHECKSUM");
     for (i = 0; i < n; i++) {
         state = !st[i].known ? "unknown" : st[i].applied ? "applied" : "pending";
         sum = !st[i].applied || !st[i].known ? "-" : st[i].checksum_ok ? "ok" : "MISMATCH";
         format_time(st[i].applied_at_us, at);
-        fprintf(out, "%04u     %-32s %-8s %-21s %s\n", st[i].version, st[i].name, state, at, sum);
+        fprintf(out, "%04u     %-32s %-8s %-24s %s\n", st[i].version, st[i].name, state, at, sum);
         if (!st[i].checksum_ok || !st[i].known)
             rc = KEEL_E_CONFLICT;
     }
