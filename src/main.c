@@ -21,6 +21,8 @@ static const struct command commands[] = {
     {"healthcheck", keel_cmd_healthcheck, "probe the local server's /health/ready (exit 0/1)"},
     {"migrate", keel_cmd_migrate, "apply (up) or list (status) schema migrations"},
     {"users", keel_cmd_users, "create-admin --email E: create an administrator"},
+    {"seed", keel_cmd_seed, "--products N: load a demo catalog"},
+    {"projections", keel_cmd_projections, "rebuild orders: rebuild the orders read model"},
 };
 
 static void usage(FILE *f)

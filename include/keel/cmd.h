@@ -14,6 +14,8 @@ int keel_cmd_serve(int argc, char **argv);
 int keel_cmd_healthcheck(int argc, char **argv);
 int keel_cmd_migrate(int argc, char **argv);
 int keel_cmd_users(int argc, char **argv);
+int keel_cmd_seed(int argc, char **argv);
+int keel_cmd_projections(int argc, char **argv);
 
 /* Loads the configuration for a subcommand, printing problems to stderr.
  * Returns KEEL_EXIT_OK, or the exit code to stop with (64 or 78). Extra

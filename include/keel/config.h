@@ -92,6 +92,9 @@ struct keel_config {
     uint32_t password_memory_kib;              /* KEEL_PASSWORD_MEMORY */
     uint32_t password_iterations;              /* KEEL_PASSWORD_ITERATIONS */
     uint32_t password_concurrency;             /* KEEL_PASSWORD_CONCURRENCY (resolved) */
+    bool cache_enabled;                        /* KEEL_CACHE */
+    uint64_t cache_l1_bytes;                   /* KEEL_CACHE_L1_BYTES */
+    uint64_t cache_l1_ttl_ms;                  /* KEEL_CACHE_L1_TTL */
     struct keel_config_list cors_origins;      /* KEEL_CORS_ORIGINS (lowercased) */
     bool cors_allow_any;                       /* KEEL_CORS_ORIGINS is "*" */
     uint64_t max_body_bytes;                   /* KEEL_MAX_BODY_BYTES */

@@ -8,6 +8,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keel/cache.h"
 #include "keel/cmd.h"
 #include "keel/db.h"
 #include "keel/log.h"
@@ -127,12 +128,15 @@ int keel_cmd_serve(int argc, char **argv)
     if (rc == KEEL_OK)
         rc = keel_server_on_loop_close(keel_redis_loop_close);
     if (rc == KEEL_OK)
+        rc = keel_cache_init(&cfg, db);
+    if (rc == KEEL_OK)
         rc = keel_pipeline_init();
     if (rc == KEEL_OK)
         rc = keel_modules_start(&cfg, router);
     if (rc == KEEL_OK)
         rc = keel_server_run(&cfg, router);
     keel_modules_stop();
+    keel_cache_shutdown();
     keel_router_free(router);
     keel_redis_shutdown();
     keel_db_set_default(NULL);

@@ -8,12 +8,16 @@
 extern const struct keel_module keel_module_health;
 extern const struct keel_module keel_module_prometheus;
 extern const struct keel_module keel_module_auth;
+extern const struct keel_module keel_module_catalog;
+extern const struct keel_module keel_module_orders;
 extern const struct keel_module keel_module_debug;
 
 const struct keel_module *const keel_modules[] = {
     &keel_module_health,
     &keel_module_prometheus,
     &keel_module_auth,
+    &keel_module_catalog,
+    &keel_module_orders,
     &keel_module_debug,
 };
 
