@@ -18,8 +18,12 @@ build: deps
 	@ln -sf src/keel $(BUILD)/keel
 	@echo "built $(BUILD)/keel"
 
+# A database without products gets a small demo catalog first (--if-empty).
+# A failure there is reported and serve starts anyway, so that it reports any
+# configuration problem as it always did.
 run: build
 	@mkdir -p var
+	@$(BUILD)/keel seed --products 200 --if-empty >/dev/null || echo "Keel: demo catalog not seeded (see above)"
 	@echo "Keel: starting on http://$(KEEL_LISTEN) (embedded default; Ctrl-C to stop)"
 	@KEEL_LISTEN=$(KEEL_LISTEN) exec $(BUILD)/keel serve
 

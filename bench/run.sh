@@ -10,6 +10,9 @@
 #    PostgreSQL), which appends its own block to latest.txt. It also runs alone.
 # 5. Identity: bench/auth.sh (authenticated GET /api/v1/users/me vs /health/live, and
 #    /health/live during a login flood), which appends its own block too. It also runs alone.
+# 6. Commerce: bench/commerce.sh (product reads from L1 vs /health/live, uncached product reads and
+#    orders on a throwaway PostgreSQL vs pgbench, a 90/10 read/order mix), which appends its own
+#    block too. It also runs alone.
 #
 # The bars are informational: exit 0 whatever the figures, 1 if a server failed to start or died.
 # Environment (defaults in brackets):
@@ -19,6 +22,7 @@
 #   NGINX [/usr/sbin/nginx]   WRK [wrk]   BENCH_STORAGE [1; 0 skips part 4]
 #   DB_BENCH_BIN [bench/db_bench of KEEL_BIN's build directory]; storage.sh lists its own variables
 #   BENCH_AUTH [1; 0 skips part 5]; auth.sh lists its own variables
+#   BENCH_COMMERCE [1; 0 skips part 6]; commerce.sh lists its own variables
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -71,12 +75,14 @@ stop() {
 
 STORAGE_PID=""
 AUTH_PID=""
+COMMERCE_PID=""
 
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     [[ -z $STORAGE_PID ]] || stop "$STORAGE_PID" TERM 30 # it stops its PostgreSQL first
     [[ -z $AUTH_PID ]] || stop "$AUTH_PID" TERM 30       # it stops its Keel and wrk first
+    [[ -z $COMMERCE_PID ]] || stop "$COMMERCE_PID" TERM 40 # its Keel, wrk, Redis, PostgreSQL
     for pid in "${PIDS[@]}"; do stop "$pid" TERM 5; done
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
@@ -301,4 +307,19 @@ if [[ ${BENCH_AUTH:-1} != 0 ]]; then
         exit 1
     fi
     AUTH_PID=""
+fi
+
+# --------------------------------------------------------------------------------------- commerce
+if [[ ${BENCH_COMMERCE:-1} != 0 ]]; then
+    echo
+    log "commerce: bash bench/commerce.sh"
+    KEEL_BIN=$KEEL_BIN BENCH_RESULTS=$RESULTS BENCH_DURATION=$DURATION BENCH_ROUNDS=$ROUNDS \
+        BENCH_WARMUP=$WARMUP BENCH_THREADS=$THREADS bash "$ROOT/bench/commerce.sh" </dev/null &
+    COMMERCE_PID=$!
+    if ! wait "$COMMERCE_PID"; then
+        COMMERCE_PID=""
+        log "the commerce benchmark failed (see above)"
+        exit 1
+    fi
+    COMMERCE_PID=""
 fi

@@ -8,7 +8,7 @@ build_pkgs=(gcc make meson ninja-build pkg-config git
             libuv1-dev node-llhttp libjson-c-dev libsodium-dev zlib1g-dev libinih-dev
             libsqlite3-dev libpq-dev libhiredis-dev)
 test_pkgs=(libcmocka-dev python3 clang libclang-rt-14-dev prometheus postgresql redis-server)
-bench_pkgs=(wrk nginx python3 postgresql postgresql-contrib)
+bench_pkgs=(wrk nginx python3 postgresql postgresql-contrib redis-server)
 
 want=("${build_pkgs[@]}")
 case "${1:-build}" in

@@ -14,24 +14,43 @@
  * Writes: after the commit, keel_cache_invalidate drops the keys from L1
  *         here, deletes them from L2, and publishes them so every other
  *         instance drops them from its L1: on the Redis channel
- *         "keel:invalidate" when Redis is configured, else with PostgreSQL
+ *         "keel:invalidate" when Redis is configured, and with PostgreSQL
  *         NOTIFY on channel "keel_invalidate" when the database is
- *         PostgreSQL, else (SQLite: one instance) locally only. Stale reads
- *         end within 100 ms on every instance.
- * Namespaces: a key "ns:*" names every key that starts with "ns:" (lists,
- *         whose keys are their query strings): invalidating it bumps the
- *         namespace's generation, which is part of every L1 and L2 key of
- *         the namespace, so all its entries stop being found at once.
+ *         PostgreSQL (both when both exist, so either alone still
+ *         delivers; receivers apply every copy), else (SQLite without
+ *         Redis: one instance) locally only. Stale reads end within 100 ms
+ *         on every instance.
+ * Namespaces: a key has namespace "ns" when it reads "ns:<rest>" (the
+ *         part before the first ':'). "ns:*" names every key of the
+ *         namespace (lists, whose keys are their query strings):
+ *         invalidating it bumps the namespace's generation, which is part
+ *         of every L1 and L2 key of the namespace, so all its entries stop
+ *         being found at once. Other keys are invalidated one by one.
+ *         Values and negative entries are stored tagged, so they cannot be
+ *         confused; an L2 miss leaves a short lease so a fill that raced
+ *         with an invalidation is refused.
  *
  * Redis down: the breaker fails L2 calls fast; reads go L1 -> database,
  * and invalidations still reach the other instances by PostgreSQL NOTIFY
- * when it is available (else they expire with the L1 TTL).
+ * when it is available (else they expire with the L1 TTL). An
+ * invalidation that may have missed L2 retires it: no instance reads L2
+ * again before the L2 epoch (part of every L2 key) has been bumped.
  *
  * Metrics: keel_cache_requests_total{layer="l1|l2",result="hit|miss|negative"}
- * (SPEC section 6), keel_cache_loads_total, keel_cache_invalidations_total.
+ * (SPEC section 6), keel_cache_loads_total{result="ok|not_found|error"},
+ * keel_cache_invalidations_total{direction="sent|received"} (keys), and
+ * the gauge keel_cache_listener_up (1 while invalidations from other
+ * instances can arrive: a listener is subscribed, or none is needed).
+ *
+ * KEEL_CACHE=off: every get loads through keel_db_run (source "db") and
+ * invalidate does nothing but return `then`.
  *
  * Threading: keel_cache_get and keel_cache_invalidate run on a request's
- * loop; init and shutdown on the main thread.
+ * loop; init and shutdown on the main thread. Both may be called from a
+ * handler or from any callback that continues the request with their
+ * return value (a keel_db_run done, a parked request's callback).
+ *
+ * docs/internals/cache.md describes the design.
  */
 #ifndef KEEL_CACHE_H
 #define KEEL_CACHE_H
@@ -46,8 +65,9 @@
 struct keel_config;
 struct keel_request;
 
-#define KEEL_CACHE_KEY_MAX         200 /* bytes */
-#define KEEL_CACHE_VALUE_MAX       (256 * 1024)
+#define KEEL_CACHE_KEY_MAX         200                /* bytes; longer keys are read uncached */
+#define KEEL_CACHE_VALUE_MAX       (256 * 1024)       /* larger values are served, not cached */
+#define KEEL_CACHE_LOAD_MAX        (16 * 1024 * 1024) /* what a load may append at most */
 #define KEEL_CACHE_NEGATIVE_TTL_MS 5000
 
 /* Starts the cache for cfg: the L1 (KEEL_CACHE_L1_BYTES, default 64 MiB),
@@ -59,9 +79,9 @@ struct keel_request;
 keel_status keel_cache_init(const struct keel_config *cfg, struct keel_db *db);
 void keel_cache_shutdown(void);
 
-/* Loads the value of a key on a pool thread: appends it to `out` and
- * returns KEEL_OK, or returns KEEL_E_NOT_FOUND (cached as negative) or
- * another error (not cached). */
+/* Loads the value of a key on a pool thread: appends it to `out` (at most
+ * KEEL_CACHE_LOAD_MAX bytes) and returns KEEL_OK, or returns
+ * KEEL_E_NOT_FOUND (cached as negative) or another error (not cached). */
 typedef keel_status (*keel_cache_load_fn)(struct keel_db_conn *c, void *arg, struct keel_buf *out);
 
 /* Called on the loop with the outcome: rc KEEL_OK and the value (valid
@@ -77,10 +97,15 @@ typedef keel_status (*keel_cache_done_fn)(struct keel_request *req,
 
 /* Reads `key` (NUL-terminated, <= KEEL_CACHE_KEY_MAX bytes) through the
  * layers; on a miss, load(conn, arg, out) runs on the thread pool with a
- * connection for `intent`. Values live ttl_ms in L2 and min(ttl_ms,
- * L1 TTL) in L1. Returns what done returned when the answer was in L1
- * (synchronously), else KEEL_AGAIN (done will run later on the loop) or
- * KEEL_E_NOMEM. */
+ * connection for `intent` (the request's user is the read-your-writes
+ * session, as with keel_db_run; a KEEL_DB_READ of a key invalidated in the
+ * last 10 s goes to the primary, so a lagging replica cannot refill the
+ * cache with the old row). Values live ttl_ms in L2 and min(ttl_ms,
+ * L1 TTL) in L1; ttl_ms 0, a longer key or a key "ns:*" are read without
+ * the cache. The key is copied: it need not outlive the call. Returns what
+ * done returned when the answer was in L1 (synchronously), else KEEL_AGAIN
+ * (done will run later on the loop, unless the connection is cut
+ * meanwhile) or an error (KEEL_E_NOMEM; done is then not called). */
 keel_status keel_cache_get(struct keel_request *req,
                            const char *key,
                            uint32_t ttl_ms,
@@ -92,7 +117,12 @@ keel_status keel_cache_get(struct keel_request *req,
 /* After a commit: invalidates `nkeys` keys (or "ns:*" namespaces) here and
  * on every instance, then continues the request with `then` once L2 and the
  * broadcast have been sent (or failed: the L1 TTL bounds staleness).
- * Returns KEEL_AGAIN, or `then` at once when there is nothing to wait for. */
+ * Set the response before calling it (then = KEEL_DONE). Keys are copied;
+ * keys that cannot be cached (too long, NULL) are skipped. With Redis the
+ * keys go in one atomic script per message (DEL or namespace bump, then
+ * PUBLISH); with PostgreSQL also by NOTIFY, in parallel (receivers apply
+ * every copy). Returns KEEL_AGAIN, or `then` at once when there is nothing
+ * to wait for (no Redis and no PostgreSQL, KEEL_CACHE=off, no valid key). */
 keel_status keel_cache_invalidate(struct keel_request *req,
                                   const char *const *keys,
                                   unsigned nkeys,

@@ -207,4 +207,40 @@ keel_status keel_db_run(struct keel_request *req,
                         keel_db_done_fn done,
                         void *arg);
 
+/* ------------------------------------------------ LISTEN (PostgreSQL) */
+
+enum keel_db_listen_event {
+    KEEL_DB_LISTEN_UP,     /* LISTEN is in effect: at start and after every reconnect
+                              (notifications sent while it was down are lost) */
+    KEEL_DB_LISTEN_DOWN,   /* the connection was lost; reconnecting */
+    KEEL_DB_LISTEN_NOTIFY, /* a notification on the channel: payload, len */
+};
+
+/* Called on the listener's own thread. `payload` (NOTIFY only; NULL
+ * otherwise) is NUL-terminated text, valid during the call only. */
+typedef void (*keel_db_listen_fn)(enum keel_db_listen_event ev,
+                                  const char *payload,
+                                  size_t len,
+                                  void *arg);
+
+/* Starts a thread that LISTENs on `channel` (an identifier; quoted here)
+ * with a connection of its own to the primary of `url` (the database URL
+ * db was opened with: a listener must not hold a pool slot forever) and
+ * calls cb for each event. It connects in the background and reconnects
+ * with backoff (100 ms doubling to 5 s), so a database that is down now
+ * does not fail the call. *out receives the listener, for
+ * keel_db_listen_stop. Returns KEEL_OK, KEEL_E_INVALID (SQLite has no
+ * LISTEN; bad arguments) or KEEL_E_INTERNAL (no thread). Main thread. */
+struct keel_db_listener;
+keel_status keel_db_listen_start(struct keel_db *db,
+                                 const char *url,
+                                 const char *channel,
+                                 keel_db_listen_fn cb,
+                                 void *arg,
+                                 struct keel_db_listener **out);
+/* Stops the listener (at once, even while it connects), joins its thread
+ * and frees it; cb is not called afterwards. NULL is a no-op. Before
+ * keel_db_close. */
+void keel_db_listen_stop(struct keel_db_listener *l);
+
 #endif

@@ -184,7 +184,7 @@ struct keel_request {
     enum keel_phase phase;
     unsigned mw_index;
     bool parked;
-    bool held;        /* keel_request_park holds the connection */
+    unsigned holds; /* waits outstanding (park, offload), each holding the connection */
     void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
 };
 
@@ -258,7 +258,13 @@ keel_status keel_request_park(struct keel_request *req);
 /* Resumes a parked request, continuing the pipeline with rc as if the
  * parked handler had returned it. If the connection was cut meanwhile the
  * request is dropped (and must not be touched after this call). Loop
- * thread only. */
+ * thread only.
+ *
+ * Holds are counted: every park and every offload holds the connection
+ * once, and every resume (including the one at the end of an offload)
+ * releases one. So a callback may start its next wait (park, offload,
+ * keel_db_run) before the resume that ends the current one: compute rc
+ * first, then resume with it (rc is then KEEL_AGAIN). */
 void keel_request_resume(struct keel_request *req, keel_status rc);
 
 /* The socket peer's address (AF_INET or AF_INET6). Returns KEEL_OK, or

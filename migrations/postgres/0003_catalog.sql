@@ -1,8 +1,9 @@
--- 0003 catalog (PostgreSQL): products with stock, and full-text search on
--- name and description (a generated tsvector with a GIN index). Money is
--- integer minor units plus an ISO 4217 currency. *_us columns are
--- microseconds since the epoch. version starts at 1 and grows by one on
--- every change: it is the ETag.
+-- 0003 catalog (PostgreSQL): products with stock, full-text search on name
+-- and description (a generated tsvector with a GIN index), and the
+-- products:delete permission (docs/internals/catalog.md). Money is integer
+-- minor units plus an ISO 4217 currency. *_us columns are microseconds
+-- since the epoch. version starts at 1 and grows by one on every change:
+-- it is the ETag.
 
 CREATE TABLE products (
     id          uuid PRIMARY KEY,
@@ -24,3 +25,7 @@ CREATE INDEX products_price ON products(price_cents, id);
 CREATE INDEX products_created ON products(created_us, id);
 CREATE INDEX products_name ON products(name, id);
 CREATE INDEX products_search ON products USING gin (search);
+
+-- Deleting a product is for admins only (products:write covers the rest).
+INSERT INTO permissions (name) VALUES ('products:delete');
+INSERT INTO role_permissions (role, permission) VALUES ('admin', 'products:delete');

@@ -44,6 +44,24 @@ static const struct problem_kind kinds[] = {
     {505, "http-version-not-supported", "HTTP version not supported"},
 };
 
+/* Slugs that share a status with the default one have their own title. */
+static const struct problem_kind titled[] = {
+    {400, "validation-error", "Validation failed"},
+    {409, "out-of-stock", "Out of stock"},
+    {409, "idempotency-key-in-use", "Idempotency key in use"},
+    {422, "idempotency-key-mismatch", "Idempotency key reused with another request"},
+};
+
+static const char *title_of(const char *slug, int status)
+{
+    size_t i;
+
+    for (i = 0; i < KEEL_ARRAY_LEN(titled); i++)
+        if (strcmp(titled[i].slug, slug) == 0)
+            return titled[i].title;
+    return keel_problem_title(status);
+}
+
 static const struct problem_kind *kind(int status)
 {
     size_t i;
@@ -150,8 +168,7 @@ keel_status keel_problem_render(struct keel_request *req)
     if (status < 400 || status > 599)
         status = 500;
     slug = req->problem_slug ? req->problem_slug : keel_problem_slug(status);
-    title =
-        strcmp(slug, "validation-error") == 0 ? "Validation failed" : keel_problem_title(status);
+    title = title_of(slug, status);
     if (!req->request_id[0]) /* failed before the request-id phase ran */
         keel_uuid_v7(req->request_id);
     snprintf(type, sizeof(type), "/problems/%s", slug);

@@ -223,11 +223,10 @@ static void offload_after(uv_work_t *w, int status)
     (void)status; /* UV_ECANCELED cannot happen: Keel never cancels work */
     if (c->state == CONN_CLOSING) {
         /* The connection was cut (forced drain): nothing to answer. */
-        keel__conn_release(c);
+        keel_request_resume(req, KEEL_DONE); /* releases the hold, drops req */
         return;
     }
     rc = o->done(req, o->arg);
-    keel__conn_release(c);
     keel_request_resume(req, rc);
 }
 
@@ -245,14 +244,13 @@ keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn
     o->arg = arg;
     if (uv_queue_work(&req->loop->uv, &o->work, offload_run, offload_after) < 0)
         return keel_errorf(req, KEEL_E_INTERNAL, "uv_queue_work failed");
-    keel__conn_hold(req->conn);
-    return KEEL_AGAIN;
+    return keel_request_park(req);
 }
 
 keel_status keel_request_park(struct keel_request *req)
 {
     keel__conn_hold(req->conn);
-    req->held = true;
+    req->holds++;
     return KEEL_AGAIN;
 }
 
@@ -261,11 +259,11 @@ void keel_request_resume(struct keel_request *req, keel_status rc)
     struct keel_conn *c = req->conn;
     bool closing = c->state == CONN_CLOSING;
 
-    if (req->held) {
-        req->held = false;
-        /* Frees the connection (and req) only when it was cut meanwhile. */
-        keel__conn_release(c);
-    }
+    KEEL_ASSERT(req->holds > 0);
+    req->holds--;
+    /* Frees the connection (and req) only when it was cut meanwhile and
+     * this was the last hold. */
+    keel__conn_release(c);
     if (closing)
         return;
     req->parked = false;

@@ -122,7 +122,7 @@ static void test_fail_custom_slug(void **state)
     (void)state;
     assert_int_equal(keel_fail(&g_req, 409, "out-of-stock", "Only %u left.", 3u), KEEL_E_CONFLICT);
     o = render();
-    check_problem(o, 409, "out-of-stock", "Conflict", "Only 3 left.");
+    check_problem(o, 409, "out-of-stock", "Out of stock", "Only 3 left.");
     json_object_put(o);
 }
 

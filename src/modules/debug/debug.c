@@ -6,12 +6,14 @@
  * an internal failure, and typed route parameters.
  */
 #include <json-c/json.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "keel/breaker.h"
+#include "keel/cache.h"
 #include "keel/config.h"
 #include "keel/db.h"
 #include "keel/http.h"
@@ -348,6 +350,243 @@ static keel_status redis_probe(struct keel_request *req)
     return keel_request_park(req);
 }
 
+/* ---------------------------------------------------------------- cache */
+
+/* /debug/cache/kv/{key}: the kv table read through the cache (key
+ * "kvc:<key>", answered with the layer it came from) and written with an
+ * invalidation after the commit; /debug/cache/flush/{ns}: "<ns>:*".
+ * ?delay_ms=N makes the load sleep first, so tests can pile requests onto
+ * one load (stampede protection); ?then_redis=1 makes the answer wait for
+ * a Redis PING (a park inside the cache's callback). */
+#define KVC_TTL_MS    60000
+#define KVC_DELAY_MAX 5000
+
+struct kvc {
+    struct kv kv;
+    long delay_ms;
+    bool then_redis;
+};
+
+static keel_status kvc_load(struct keel_db_conn *c, void *arg, struct keel_buf *out)
+{
+    struct kvc *k = arg;
+    struct timespec ts = {k->delay_ms / 1000, (k->delay_ms % 1000) * 1000000L};
+    keel_status rc;
+
+    if (k->delay_ms > 0)
+        nanosleep(&ts, NULL); /* deliberately blocking: a slow query */
+    rc = kv_get_q(c, &k->kv);
+    if (rc < 0)
+        return rc;
+    if (!k->kv.found)
+        return KEEL_E_NOT_FOUND;
+    return keel_buf_appends(out, k->kv.value);
+}
+
+static void kvc_pinged(keel_status rc, const struct keel_redis_reply *reply, void *arg)
+{
+    (void)rc;
+    (void)reply;
+    keel_request_resume(arg, KEEL_DONE);
+}
+
+static keel_status kvc_done(struct keel_request *req,
+                            keel_status rc,
+                            const char *value,
+                            size_t len,
+                            const char *source,
+                            void *arg)
+{
+    struct kvc *k = arg;
+    struct keel_json j;
+
+    if (rc == KEEL_E_NOT_FOUND)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (rc < 0)
+        return db_failure(req, rc);
+    keel_resp_start(req, 200, "application/json");
+    keel_json_begin(&j, &req->resp.body);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "key");
+    keel_json_str(&j, k->kv.key);
+    keel_json_key(&j, "value");
+    keel_json_strn(&j, value, len);
+    keel_json_key(&j, "source");
+    keel_json_str(&j, source);
+    keel_json_obj_close(&j);
+    if (keel_json_end(&j) < 0)
+        return KEEL_E_NOMEM;
+    /* ?then_redis=1: park on a Redis round trip from inside the cache's
+     * callback, the way a handler parks (tests of the request holds). */
+    if (k->then_redis && keel_redis_command(keel_request_uv_loop(req), keel_request_thread(req),
+                                            kvc_pinged, req, "PING") == KEEL_OK)
+        return keel_request_park(req);
+    return KEEL_DONE;
+}
+
+static const char *kvc_key(struct keel_request *req, const struct kv *kv)
+{
+    return keel_arena_sprintf(req->arena, "kvc:%s", kv->key);
+}
+
+static keel_status kvc_get(struct keel_request *req)
+{
+    struct kvc *k = keel_arena_calloc(req->arena, 1, sizeof(*k));
+    struct kv *kv = kv_new(req);
+    const char *key;
+
+    if (!kv)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (!k)
+        return KEEL_E_NOMEM;
+    k->kv = *kv;
+    k->delay_ms = query_long(req, "delay_ms", 0, KVC_DELAY_MAX);
+    k->then_redis = query_long(req, "then_redis", 0, 1) == 1;
+    if (k->delay_ms < 0)
+        return keel_fail(req, 400, NULL, "delay_ms must be an integer from 0 to %d.",
+                         KVC_DELAY_MAX);
+    key = kvc_key(req, kv);
+    if (!key)
+        return KEEL_E_NOMEM;
+    debug_user(req);
+    return keel_cache_get(req, key, KVC_TTL_MS, KEEL_DB_READ, kvc_load, kvc_done, k);
+}
+
+static keel_status kvc_put_done(struct keel_request *req, keel_status rc, void *arg)
+{
+    struct kv *kv = arg;
+    const char *key;
+
+    if (rc < 0)
+        return db_failure(req, rc);
+    rc = kv_reply(req, kv, false);
+    key = kvc_key(req, kv);
+    if (rc < 0 || !key)
+        return KEEL_E_NOMEM;
+    return keel_cache_invalidate(req, &key, 1, KEEL_DONE);
+}
+
+static keel_status kvc_put(struct keel_request *req)
+{
+    struct kv *kv = kv_new(req);
+    struct json_object *v;
+
+    if (!kv)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (!json_object_is_type(req->json, json_type_object) ||
+        !json_object_object_get_ex(req->json, "value", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) > KV_MAX)
+        return keel_fail_field(req, "value", "must be a string of at most 1000 bytes");
+    memcpy(kv->value, json_object_get_string(v), (size_t)json_object_get_string_len(v));
+    debug_user(req);
+    return keel_db_run(req, KEEL_DB_WRITE, kv_put_tx, kvc_put_done, kv);
+}
+
+static keel_status kvc_flush(struct keel_request *req)
+{
+    struct keel_str ns = keel_request_param(req, "ns");
+    const char *key = keel_arena_sprintf(req->arena, "%.*s:*", (int)ns.len, ns.p);
+    struct keel_json j;
+
+    if (!key)
+        return KEEL_E_NOMEM;
+    keel_resp_start(req, 200, "application/json");
+    keel_json_begin(&j, &req->resp.body);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "flushed");
+    keel_json_str(&j, key);
+    keel_json_obj_close(&j);
+    if (keel_json_end(&j) < 0)
+        return KEEL_E_NOMEM;
+    return keel_cache_invalidate(req, &key, 1, KEEL_DONE);
+}
+
+/* GET /debug/cache/pair/{a}/{b}: kvc:a through the cache, then, from
+ * inside its done callback, kvc:b: a cache read nested in a cache answer
+ * (tests of the request holds; ?delay_ms applies to both loads). */
+struct kvc_pair {
+    struct kvc a, b;
+    char *va;
+    const char *sa;
+};
+
+static keel_status pair_done_b(struct keel_request *req,
+                               keel_status rc,
+                               const char *value,
+                               size_t len,
+                               const char *source,
+                               void *arg)
+{
+    /* arg is &p->b, the load's argument too. */
+    struct kvc_pair *p = (struct kvc_pair *)(void *)((char *)arg - offsetof(struct kvc_pair, b));
+    struct keel_json j;
+
+    if (rc == KEEL_E_NOT_FOUND)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (rc < 0)
+        return db_failure(req, rc);
+    keel_resp_start(req, 200, "application/json");
+    keel_json_begin(&j, &req->resp.body);
+    keel_json_obj_open(&j);
+    keel_json_key(&j, "a");
+    keel_json_str(&j, p->va);
+    keel_json_key(&j, "b");
+    keel_json_strn(&j, value, len);
+    keel_json_key(&j, "sources");
+    keel_json_arr_open(&j);
+    keel_json_str(&j, p->sa);
+    keel_json_str(&j, source);
+    keel_json_arr_close(&j);
+    keel_json_obj_close(&j);
+    return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
+}
+
+static keel_status pair_done_a(struct keel_request *req,
+                               keel_status rc,
+                               const char *value,
+                               size_t len,
+                               const char *source,
+                               void *arg)
+{
+    struct kvc_pair *p = arg;
+    const char *key;
+
+    if (rc == KEEL_E_NOT_FOUND)
+        return keel_fail(req, 404, NULL, "No such key.");
+    if (rc < 0)
+        return db_failure(req, rc);
+    p->va = keel_arena_strndup(req->arena, value, len);
+    p->sa = source;
+    key = kvc_key(req, &p->b.kv);
+    if (!p->va || !key)
+        return KEEL_E_NOMEM;
+    return keel_cache_get(req, key, KVC_TTL_MS, KEEL_DB_READ, kvc_load, pair_done_b, &p->b);
+}
+
+static keel_status kvc_pair(struct keel_request *req)
+{
+    struct kvc_pair *p = keel_arena_calloc(req->arena, 1, sizeof(*p));
+    struct keel_str a = keel_request_param(req, "a"), b = keel_request_param(req, "b");
+    const char *key;
+
+    if (!p)
+        return KEEL_E_NOMEM;
+    if (a.len == 0 || a.len > KV_MAX || b.len == 0 || b.len > KV_MAX)
+        return keel_fail(req, 404, NULL, "No such key.");
+    memcpy(p->a.kv.key, a.p, a.len);
+    memcpy(p->b.kv.key, b.p, b.len);
+    p->a.delay_ms = p->b.delay_ms = query_long(req, "delay_ms", 0, KVC_DELAY_MAX);
+    if (p->a.delay_ms < 0)
+        return keel_fail(req, 400, NULL, "delay_ms must be an integer from 0 to %d.",
+                         KVC_DELAY_MAX);
+    key = kvc_key(req, &p->a.kv);
+    if (!key)
+        return KEEL_E_NOMEM;
+    /* One arg for both callbacks: p, whose first member is the kvc that
+     * kvc_load reads. */
+    return keel_cache_get(req, key, KVC_TTL_MS, KEEL_DB_READ, kvc_load, pair_done_a, p);
+}
+
 /* The kv table is test scaffolding, not product schema: it is created here,
  * not by a migration, and only when the debug routes are on. */
 static keel_status init(const struct keel_config *cfg)
@@ -375,6 +614,13 @@ static const struct keel_route routes[] = {
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/kv/{key}", .handler = kv_get},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/redis", .handler = redis_probe},
+    {.method = KEEL_HTTP_GET, .pattern = "/debug/cache/kv/{key}", .handler = kvc_get},
+    {.method = KEEL_HTTP_PUT,
+     .pattern = "/debug/cache/kv/{key}",
+     .handler = kvc_put,
+     .body = KEEL_BODY_JSON},
+    {.method = KEEL_HTTP_POST, .pattern = "/debug/cache/flush/{ns}", .handler = kvc_flush},
+    {.method = KEEL_HTTP_GET, .pattern = "/debug/cache/pair/{a}/{b}", .handler = kvc_pair},
 };
 
 static bool enabled(const struct keel_config *cfg)

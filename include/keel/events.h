@@ -1,0 +1,107 @@
+/*
+ * events.h - the event store and the transactional outbox (issue 5; SPEC
+ * section 3 "Orders"; seed 000 "CQRS"; docs/internals/orders.md).
+ *
+ * A stream is the history of one aggregate (an order): a UUID, a stream
+ * type ("order") and its events, versioned 1, 2, 3... with no gap and no
+ * duplicate. The table is append-only. UNIQUE (stream_id, version) is the
+ * optimistic-concurrency check: an append names the version it expects the
+ * stream to be at (the version its command loaded and decided on); two
+ * writers that loaded the same version race on the constraint and the loser
+ * gets KEEL_E_CONFLICT. It must then roll back and run its whole command
+ * again from a fresh load (load, fold, decide, append), never just retry
+ * the insert.
+ *
+ * The outbox holds messages for other processes (the jobs issue publishes
+ * them). Writing the outbox row in the same transaction as the event means
+ * a message exists exactly when its event committed.
+ *
+ * Threading: the keel_events_* and keel_outbox_* functions that take a
+ * connection run on a pool thread, inside the caller's transaction
+ * (keel_db_transaction, or keel_db_run with KEEL_DB_WRITE), so the event,
+ * the read model and the outbox row commit together or not at all.
+ */
+#ifndef KEEL_EVENTS_H
+#define KEEL_EVENTS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "keel/buf.h"
+#include "keel/core.h"
+
+struct keel_db_conn;
+struct keel_json;
+struct keel_request;
+
+/* One event. Strings are borrowed: for an append, from the caller for the
+ * duration of the call; for a load or scan, from the result row for the
+ * duration of the callback only. */
+struct keel_event {
+    int64_t seq;             /* global append order (loads only) */
+    const char *stream_id;   /* a UUID, 36 characters */
+    const char *stream_type; /* "order" */
+    int64_t version;         /* 1, 2, ... within the stream */
+    const char *type;        /* "OrderCreated" */
+    const char *data;        /* a JSON object (the event's payload) */
+    size_t data_len;
+    const char *metadata; /* a JSON object: request_id, user_id, trace_id */
+    size_t metadata_len;
+    int64_t created_us; /* microseconds since the epoch */
+};
+
+/* Appends ev as version expected_version + 1 of its stream (expected 0: a
+ * new stream). Sets ev->version; ev->created_us when it is 0. data and
+ * metadata must be JSON objects (the caller wrote them; they are stored
+ * as given). Returns KEEL_OK; KEEL_E_CONFLICT when the stream is not at
+ * expected_version any more (another writer appended first: roll back
+ * and run the command again); KEEL_E_INVALID for a malformed event; or a
+ * storage error. In PostgreSQL a conflict aborts the transaction: nothing
+ * but a rollback may follow it. */
+keel_status
+keel_events_append(struct keel_db_conn *c, struct keel_event *ev, int64_t expected_version);
+
+/* Called once per event; a negative return stops the iteration and is
+ * returned. The callback must not run statements on the connection (the
+ * result is still open). */
+typedef keel_status (*keel_event_fn)(const struct keel_event *ev, void *arg);
+
+/* Calls fn for every event of the stream, in version order. Returns
+ * KEEL_OK (also for a stream with no events: *n_out = 0), fn's error, or a
+ * storage error. n_out may be NULL. */
+keel_status keel_events_load(
+    struct keel_db_conn *c, const char *stream_id, keel_event_fn fn, void *arg, int64_t *n_out);
+
+/* Calls fn for at most `limit` events of streams of `stream_type` with
+ * seq > after_seq, in seq order (the order of the appends within each
+ * stream; projection rebuilds page through the table with it). *n_out gets
+ * the number of events visited. */
+keel_status keel_events_scan(struct keel_db_conn *c,
+                             const char *stream_type,
+                             int64_t after_seq,
+                             int64_t limit,
+                             keel_event_fn fn,
+                             void *arg,
+                             int64_t *n_out);
+
+/* Writes ev as the JSON object of the API and of outbox payloads:
+ * {"stream_id", "version", "type", "data", "metadata", "created_at"}. */
+void keel_events_json(struct keel_json *j, const struct keel_event *ev);
+
+/* The metadata of events caused by req, as a JSON object in req's arena:
+ * {"request_id", "user_id" (null when anonymous), "trace_id" (the trace-id
+ * of a valid W3C traceparent header, else null)}. NULL when the arena is
+ * exhausted. Loop thread. */
+const char *keel_events_metadata(struct keel_request *req);
+
+/* The trace-id (32 lowercase hex digits) of req's traceparent header
+ * (W3C Trace Context: version 00..fe, non-zero trace-id and parent-id,
+ * lowercase hex). Returns false (out = "") when absent or invalid. */
+bool keel_events_trace_id(const struct keel_request *req, char out[33]);
+
+/* Adds a message to the outbox: `topic` ("orders"), `key` (the stream id:
+ * consumers keep per-key order), `payload` (JSON text, len bytes). */
+keel_status keel_outbox_put(
+    struct keel_db_conn *c, const char *topic, const char *key, const char *payload, size_t len);
+
+#endif
