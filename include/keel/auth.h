@@ -20,10 +20,10 @@ struct keel_request;
 
 /* Who is calling: the verified claims of the access token. */
 struct keel_identity {
-    char user_id[37]; /* the token's sub (a UUID) */
-    char role[17];    /* admin, manager, user or viewer */
-    char jti[37];     /* the token's id (a UUIDv7) */
-    int64_t exp;      /* seconds since the epoch */
+    char user_id[37];  /* the token's sub (a UUID) */
+    char role[17];     /* admin, manager, user or viewer */
+    char jti[37];      /* the token's id (a UUIDv7) */
+    int64_t exp;       /* seconds since the epoch */
     int64_t issued_ms; /* the jti's UUIDv7 timestamp, milliseconds */
 };
 

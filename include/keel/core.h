@@ -9,8 +9,8 @@
 #ifndef KEEL_CORE_H
 #define KEEL_CORE_H
 
-#include <stdbool.h>
 #include <pthread.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 

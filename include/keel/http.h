@@ -55,8 +55,8 @@ enum keel_auth {
 };
 
 enum keel_body {
-    KEEL_BODY_NONE, /* a body, if sent, is read and ignored */
-    KEEL_BODY_JSON, /* application/json required (415), parsed strictly (400) */
+    KEEL_BODY_NONE,          /* a body, if sent, is read and ignored */
+    KEEL_BODY_JSON,          /* application/json required (415), parsed strictly (400) */
     KEEL_BODY_JSON_OPTIONAL, /* as KEEL_BODY_JSON when a body is sent; none: req->json NULL */
 };
 
@@ -77,8 +77,8 @@ struct keel_route {
     uint32_t flags;  /* KEEL_ROUTE_* */
 };
 
-#define KEEL_ROUTE_NO_LOG      0x1u /* no access log line (probes) */
-#define KEEL_ROUTE_NO_COMPRESS 0x2u
+#define KEEL_ROUTE_NO_LOG       0x1u /* no access log line (probes) */
+#define KEEL_ROUTE_NO_COMPRESS  0x2u
 #define KEEL_ROUTE_NO_RATELIMIT 0x4u /* probes and metrics: never rate limited */
 #define KEEL_ROUTE_AUTH_LIMIT   0x8u /* credential endpoints: KEEL_RATE_LIMIT_AUTH as well */
 
@@ -184,7 +184,7 @@ struct keel_request {
     enum keel_phase phase;
     unsigned mw_index;
     bool parked;
-    unsigned holds; /* waits outstanding (park, offload), each holding the connection */
+    unsigned holds;   /* waits outstanding (park, offload), each holding the connection */
     void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
 };
 

@@ -9,24 +9,24 @@
  * The critical section is a lookup and a memcpy of the value: short
  * enough that 16 shards keep two to a few dozen loops from contending.
  */
-#include "keel/l1cache.h"
-
 #include <pthread.h>
 #include <sodium.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "keel/l1cache.h"
 
 #define DEFAULT_SHARDS  16
 #define INITIAL_BUCKETS 64
 #define ENTRY_OVERHEAD  (sizeof(struct entry) + 16) /* header plus malloc's own */
 
 struct entry {
-    struct entry *hnext;          /* hash chain */
-    struct entry *prev, *next;    /* LRU: head = most recent */
+    struct entry *hnext;       /* hash chain */
+    struct entry *prev, *next; /* LRU: head = most recent */
     uint64_t hash;
     uint64_t expires_ms;
     uint32_t klen, vlen;
-    unsigned char data[];         /* key, then value */
+    unsigned char data[]; /* key, then value */
 };
 
 struct shard {

@@ -7,12 +7,11 @@
  * failure (the email is taken, database error), 64 usage, 78 bad
  * configuration.
  */
+#include <sodium.h>
 #include <stdio.h>
 #include <string.h>
 #include <termios.h>
 #include <unistd.h>
-
-#include <sodium.h>
 
 #include "keel/cmd.h"
 #include "keel/db.h"
@@ -135,8 +134,9 @@ static int create_admin(const struct keel_config *cfg, const char *email, const 
         return KEEL_EXIT_FAILURE;
     }
     if (rc < 0) {
-        fprintf(stderr, "keel users: cannot create the user (%s; is the schema migrated? "
-                        "run 'keel migrate up')\n",
+        fprintf(stderr,
+                "keel users: cannot create the user (%s; is the schema migrated? "
+                "run 'keel migrate up')\n",
                 keel_strerror(rc));
         return KEEL_EXIT_FAILURE;
     }

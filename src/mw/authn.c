@@ -16,8 +16,8 @@
 #include <sodium.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <strings.h>
 #include <string.h>
+#include <strings.h>
 
 #include "keel/auth.h"
 #include "keel/config.h"
@@ -46,9 +46,8 @@ static keel_status reject(struct keel_request *req, const char *reason, const ch
     if (why)
         req->internal_detail = why;
     if (keel_resp_set_header(req, "WWW-Authenticate",
-                             strcmp(reason, "missing") == 0
-                                 ? "Bearer"
-                                 : "Bearer error=\"invalid_token\"") < 0)
+                             strcmp(reason, "missing") == 0 ? "Bearer"
+                                                            : "Bearer error=\"invalid_token\"") < 0)
         return KEEL_E_NOMEM;
     return keel_fail(req, 401, NULL, "A valid access token is required.");
 }

@@ -77,7 +77,6 @@
 static struct keel_ratelimit *store;
 static struct keel_metric *m_decisions, *m_limited, *m_fallback;
 
-
 /* The request's most constrained decision, for the response headers. */
 struct rl_state {
     const char *scope; /* also the policy name */

@@ -18,9 +18,9 @@ struct keel_config;
 struct keel_db;
 struct keel_db_conn;
 
-#define AUTH_ROLE_MAX 16
+#define AUTH_ROLE_MAX  16
 #define AUTH_EMAIL_MAX 254
-#define AUTH_NAME_MAX 100 /* code points */
+#define AUTH_NAME_MAX  100 /* code points */
 
 /* ------------------------------------------------------------ keys.c */
 
@@ -70,11 +70,8 @@ void keel__blocklist_note(char kind, const char *subject, int64_t value_ms);
 bool keel__blocklist_local(const struct keel_identity *id);
 /* Writes a revocation to the database (pool thread, inside the caller's
  * transaction) and notes it locally. */
-keel_status keel__blocklist_store(struct keel_db_conn *c,
-                                  char kind,
-                                  const char *subject,
-                                  int64_t value_ms,
-                                  int64_t expires_ms);
+keel_status keel__blocklist_store(
+    struct keel_db_conn *c, char kind, const char *subject, int64_t value_ms, int64_t expires_ms);
 /* Publishes a revocation to Redis from the loop, then continues the
  * request with `then` once Redis has answered, so the client's next request
  * to any instance sees it. Returns KEEL_AGAIN (parked), or `then` at once
@@ -164,8 +161,10 @@ keel_status keel__repo_refresh_rotate(struct keel_db_conn *c,
 keel_status keel__repo_family_revoke(struct keel_db_conn *c, const char *family_id);
 keel_status keel__repo_families_revoke_user(struct keel_db_conn *c, const char *user_id);
 
-keel_status keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s);
-keel_status keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s);
+keel_status
+keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s);
+keel_status
+keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s);
 /* Locks the key's row (creating it empty) until the transaction ends, so
  * concurrent failures of one key add up. Call in the order of enum
  * throttle_kind (no deadlock). */

@@ -33,12 +33,12 @@
 
 #include "auth_int.h"
 
-#define SHARDS        16
-#define POLL_MS       1000
-#define CLEAN_EVERY   60 /* polls */
-#define POLL_OVERLAP  1000
-#define POLL_BATCH    10000
-#define SUBJECT_MAX   64
+#define SHARDS       16
+#define POLL_MS      1000
+#define CLEAN_EVERY  60 /* polls */
+#define POLL_OVERLAP 1000
+#define POLL_BATCH   10000
+#define SUBJECT_MAX  64
 
 struct entry {
     struct entry *next;
@@ -159,11 +159,8 @@ static void purge(int64_t now_ms)
     }
 }
 
-keel_status keel__blocklist_store(struct keel_db_conn *c,
-                                  char kind,
-                                  const char *subject,
-                                  int64_t value_ms,
-                                  int64_t expires_ms)
+keel_status keel__blocklist_store(
+    struct keel_db_conn *c, char kind, const char *subject, int64_t value_ms, int64_t expires_ms)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(kind == 'j' ? "jti" : "user"), KEEL_DB_TEXT(subject),
                                 KEEL_DB_INT(value_ms), KEEL_DB_INT(expires_ms)};
@@ -185,8 +182,9 @@ static void ignore_reply(keel_status rc, const struct keel_redis_reply *r, void 
     (void)r;
     (void)arg;
     if (rc < 0)
-        keel_log(KEEL_LOG_WARN, "blocklist: Redis write failed; other instances see the "
-                                "revocation at their next database poll",
+        keel_log(KEEL_LOG_WARN,
+                 "blocklist: Redis write failed; other instances see the "
+                 "revocation at their next database poll",
                  KEEL_LF_STR("error", keel_strerror(rc)));
 }
 
@@ -324,8 +322,7 @@ static keel_status clean(struct keel_db_conn *c, void *arg)
     if (rc == KEEL_OK)
         rc = keel_db_exec(c, "DELETE FROM refresh_families WHERE expires_ms < $1", p, 1, NULL);
     if (rc == KEEL_OK)
-        rc = keel_db_exec(c,
-                          "DELETE FROM login_throttle WHERE window_ms < $1 AND blocked_ms < $1",
+        rc = keel_db_exec(c, "DELETE FROM login_throttle WHERE window_ms < $1 AND blocked_ms < $1",
                           w, 1, NULL);
     return rc;
 }

@@ -2,6 +2,8 @@
  * module.c - the identity module: start and stop, and the helpers its
  * route files share (docs/internals/identity.md).
  */
+#include "keel/module.h"
+
 #include <string.h>
 
 #include "keel/clientip.h"
@@ -9,7 +11,6 @@
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/log.h"
-#include "keel/module.h"
 #include "keel/schema.h"
 
 #include "auth_int.h"
@@ -49,20 +50,35 @@ static keel_status init(const struct keel_config *cfg)
 static const char *const role_names[] = {"admin", "manager", "user", "viewer", NULL};
 
 static const struct keel_schema_field register_fields[] = {
-    {.name = "email", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED, .min = 3,
+    {.name = "email",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = 3,
      .max = AUTH_EMAIL_MAX},
-    {.name = "password", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED,
-     .min = KEEL_PASSWORD_MIN_CHARS, .max = KEEL_PASSWORD_MAX_CHARS},
-    {.name = "name", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED, .min = 1,
+    {.name = "password",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = KEEL_PASSWORD_MIN_CHARS,
+     .max = KEEL_PASSWORD_MAX_CHARS},
+    {.name = "name",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = 1,
      .max = AUTH_NAME_MAX},
 };
 static const struct keel_schema register_schema = {register_fields, 3, false};
 
 /* Login checks no password policy: a policy change must not lock anyone out. */
 static const struct keel_schema_field login_fields[] = {
-    {.name = "email", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED, .min = 1,
+    {.name = "email",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = 1,
      .max = AUTH_EMAIL_MAX},
-    {.name = "password", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED, .min = 1,
+    {.name = "password",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = 1,
      .max = KEEL_PASSWORD_MAX_CHARS},
 };
 static const struct keel_schema login_schema = {login_fields, 2, false};
@@ -72,54 +88,108 @@ static const struct keel_schema_field refresh_fields[] = {
 };
 static const struct keel_schema refresh_schema = {refresh_fields, 1, false};
 
-#define READ_ONLY(n) {.name = n, .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_READ_ONLY}
+#define READ_ONLY(n)                                                                               \
+    {                                                                                              \
+        .name = n, .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_READ_ONLY                          \
+    }
 
 static const struct keel_schema_field me_fields[] = {
-    {.name = "name", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED, .min = 1,
+    {.name = "name",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
+     .min = 1,
      .max = AUTH_NAME_MAX},
-    READ_ONLY("id"), READ_ONLY("email"), READ_ONLY("role"), READ_ONLY("created_at"),
-    READ_ONLY("updated_at"), READ_ONLY("password"),
+    READ_ONLY("id"),
+    READ_ONLY("email"),
+    READ_ONLY("role"),
+    READ_ONLY("created_at"),
+    READ_ONLY("updated_at"),
+    READ_ONLY("password"),
 };
 static const struct keel_schema me_schema = {me_fields, KEEL_ARRAY_LEN(me_fields), true};
 
 static const struct keel_schema_field role_fields[] = {
-    {.name = "role", .type = KEEL_SCHEMA_STRING, .flags = KEEL_SF_REQUIRED,
+    {.name = "role",
+     .type = KEEL_SCHEMA_STRING,
+     .flags = KEEL_SF_REQUIRED,
      .enum_values = role_names},
-    READ_ONLY("id"), READ_ONLY("email"), READ_ONLY("name"), READ_ONLY("created_at"),
-    READ_ONLY("updated_at"), READ_ONLY("password"),
+    READ_ONLY("id"),
+    READ_ONLY("email"),
+    READ_ONLY("name"),
+    READ_ONLY("created_at"),
+    READ_ONLY("updated_at"),
+    READ_ONLY("password"),
 };
 static const struct keel_schema role_schema = {role_fields, KEEL_ARRAY_LEN(role_fields), true};
 
 #define AUTH_FLAGS KEEL_ROUTE_AUTH_LIMIT
 
 static const struct keel_route routes[] = {
-    {.method = KEEL_HTTP_POST, .pattern = "/auth/register", .handler = keel__auth_register,
-     .schema = &register_schema, .body = KEEL_BODY_JSON, .flags = AUTH_FLAGS},
-    {.method = KEEL_HTTP_POST, .pattern = "/auth/login", .handler = keel__auth_login,
-     .schema = &login_schema, .body = KEEL_BODY_JSON, .flags = AUTH_FLAGS},
-    {.method = KEEL_HTTP_POST, .pattern = "/auth/refresh", .handler = keel__auth_refresh,
-     .schema = &refresh_schema, .body = KEEL_BODY_JSON_OPTIONAL, .flags = AUTH_FLAGS},
-    {.method = KEEL_HTTP_POST, .pattern = "/auth/logout", .handler = keel__auth_logout,
-     .auth = KEEL_AUTH_REQUIRED, .permission = "sessions:manage", .schema = &refresh_schema,
-     .body = KEEL_BODY_JSON_OPTIONAL, .flags = AUTH_FLAGS},
-    {.method = KEEL_HTTP_GET, .pattern = "/api/v1/users/me", .handler = keel__users_me_get,
-     .auth = KEEL_AUTH_REQUIRED, .permission = "profile:read"},
-    {.method = KEEL_HTTP_PATCH, .pattern = "/api/v1/users/me", .handler = keel__users_me_patch,
-     .auth = KEEL_AUTH_REQUIRED, .permission = "profile:write", .schema = &me_schema,
+    {.method = KEEL_HTTP_POST,
+     .pattern = "/auth/register",
+     .handler = keel__auth_register,
+     .schema = &register_schema,
+     .body = KEEL_BODY_JSON,
+     .flags = AUTH_FLAGS},
+    {.method = KEEL_HTTP_POST,
+     .pattern = "/auth/login",
+     .handler = keel__auth_login,
+     .schema = &login_schema,
+     .body = KEEL_BODY_JSON,
+     .flags = AUTH_FLAGS},
+    {.method = KEEL_HTTP_POST,
+     .pattern = "/auth/refresh",
+     .handler = keel__auth_refresh,
+     .schema = &refresh_schema,
+     .body = KEEL_BODY_JSON_OPTIONAL,
+     .flags = AUTH_FLAGS},
+    {.method = KEEL_HTTP_POST,
+     .pattern = "/auth/logout",
+     .handler = keel__auth_logout,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "sessions:manage",
+     .schema = &refresh_schema,
+     .body = KEEL_BODY_JSON_OPTIONAL,
+     .flags = AUTH_FLAGS},
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/api/v1/users/me",
+     .handler = keel__users_me_get,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "profile:read"},
+    {.method = KEEL_HTTP_PATCH,
+     .pattern = "/api/v1/users/me",
+     .handler = keel__users_me_patch,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "profile:write",
+     .schema = &me_schema,
      .body = KEEL_BODY_JSON},
-    {.method = KEEL_HTTP_GET, .pattern = "/api/v1/users/me/sessions",
-     .handler = keel__users_sessions_list, .auth = KEEL_AUTH_REQUIRED,
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/api/v1/users/me/sessions",
+     .handler = keel__users_sessions_list,
+     .auth = KEEL_AUTH_REQUIRED,
      .permission = "sessions:manage"},
-    {.method = KEEL_HTTP_DELETE, .pattern = "/api/v1/users/me/sessions/{id:uuid}",
-     .handler = keel__users_session_delete, .auth = KEEL_AUTH_REQUIRED,
+    {.method = KEEL_HTTP_DELETE,
+     .pattern = "/api/v1/users/me/sessions/{id:uuid}",
+     .handler = keel__users_session_delete,
+     .auth = KEEL_AUTH_REQUIRED,
      .permission = "sessions:manage"},
-    {.method = KEEL_HTTP_GET, .pattern = "/api/v1/users", .handler = keel__users_list,
-     .auth = KEEL_AUTH_REQUIRED, .permission = "users:read"},
-    {.method = KEEL_HTTP_PATCH, .pattern = "/api/v1/users/{id:uuid}", .handler = keel__users_patch,
-     .auth = KEEL_AUTH_REQUIRED, .permission = "users:write", .schema = &role_schema,
+    {.method = KEEL_HTTP_GET,
+     .pattern = "/api/v1/users",
+     .handler = keel__users_list,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "users:read"},
+    {.method = KEEL_HTTP_PATCH,
+     .pattern = "/api/v1/users/{id:uuid}",
+     .handler = keel__users_patch,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "users:write",
+     .schema = &role_schema,
      .body = KEEL_BODY_JSON},
-    {.method = KEEL_HTTP_DELETE, .pattern = "/api/v1/users/{id:uuid}",
-     .handler = keel__users_delete, .auth = KEEL_AUTH_REQUIRED, .permission = "users:write"},
+    {.method = KEEL_HTTP_DELETE,
+     .pattern = "/api/v1/users/{id:uuid}",
+     .handler = keel__users_delete,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "users:write"},
 };
 
 const struct keel_module keel_module_auth = {

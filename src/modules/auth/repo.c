@@ -24,10 +24,8 @@ static void copy_text(const struct keel_db_rows *r, unsigned col, char *out, siz
     out[len] = '\0';
 }
 
-static keel_status user_one(struct keel_db_conn *c,
-                            const char *sql,
-                            const struct keel_db_param *p,
-                            struct user_row *u)
+static keel_status
+user_one(struct keel_db_conn *c, const char *sql, const struct keel_db_param *p, struct user_row *u)
 {
     struct keel_db_rows *r;
     keel_status rc;
@@ -70,9 +68,9 @@ keel_status keel__repo_user_by_id(struct keel_db_conn *c, const char *id, struct
 keel_status keel__repo_user_insert(struct keel_db_conn *c, const struct user_row *u)
 {
     struct keel_db_param p[] = {
-        KEEL_DB_UUID(u->id),          KEEL_DB_TEXT(u->email),     KEEL_DB_TEXT(u->name),
-        KEEL_DB_TEXT(u->role),        KEEL_DB_TEXT(u->password_hash),
-        KEEL_DB_INT(u->created_us),   KEEL_DB_INT(u->updated_us),
+        KEEL_DB_UUID(u->id),        KEEL_DB_TEXT(u->email),         KEEL_DB_TEXT(u->name),
+        KEEL_DB_TEXT(u->role),      KEEL_DB_TEXT(u->password_hash), KEEL_DB_INT(u->created_us),
+        KEEL_DB_INT(u->updated_us),
     };
 
     return keel_db_exec(c,
@@ -83,7 +81,8 @@ keel_status keel__repo_user_insert(struct keel_db_conn *c, const struct user_row
 
 static keel_status user_set(struct keel_db_conn *c, const char *sql, const char *id, const char *v)
 {
-    struct keel_db_param p[] = {KEEL_DB_UUID(id), KEEL_DB_TEXT(v), KEEL_DB_INT(keel_wall_ms() * 1000)};
+    struct keel_db_param p[] = {KEEL_DB_UUID(id), KEEL_DB_TEXT(v),
+                                KEEL_DB_INT(keel_wall_ms() * 1000)};
     int64_t n = 0;
     keel_status rc = keel_db_exec(c, sql, p, KEEL_ARRAY_LEN(p), &n);
 
@@ -124,8 +123,8 @@ keel_status keel__repo_family_new(struct keel_db_conn *c,
                                   int64_t expires_ms)
 {
     int64_t now_us = keel_wall_ms() * 1000;
-    struct keel_db_param f[] = {KEEL_DB_UUID(family_id), KEEL_DB_UUID(user_id),
-                                KEEL_DB_INT(now_us), KEEL_DB_INT(expires_ms)};
+    struct keel_db_param f[] = {KEEL_DB_UUID(family_id), KEEL_DB_UUID(user_id), KEEL_DB_INT(now_us),
+                                KEEL_DB_INT(expires_ms)};
     struct keel_db_param t[] = {KEEL_DB_TEXT(token_hash), KEEL_DB_UUID(family_id),
                                 KEEL_DB_INT(expires_ms)};
     keel_status rc;
@@ -142,7 +141,8 @@ keel_status keel__repo_family_new(struct keel_db_conn *c,
                         t, KEEL_ARRAY_LEN(t), NULL);
 }
 
-keel_status keel__repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
+keel_status
+keel__repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(hash)};
     struct keel_db_rows *r;
@@ -238,8 +238,8 @@ keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle
     keel_status rc;
 
     memset(s, 0, sizeof(*s));
-    rc = keel_db_query(c, "SELECT failures, window_ms, blocked_ms FROM login_throttle WHERE key = $1",
-                       p, 1, &r);
+    rc = keel_db_query(
+        c, "SELECT failures, window_ms, blocked_ms FROM login_throttle WHERE key = $1", p, 1, &r);
     if (rc < 0)
         return rc;
     rc = keel_db_next(r);

@@ -27,15 +27,15 @@ void keel__auth_metrics_init(void)
 {
     static const char *const result[] = {"result"};
 
-    m_login = keel_metric_counter("keel_auth_login_total",
-                                  "Login attempts by result (success, failure, throttled).", 1,
-                                  result);
-    m_lockouts = keel_metric_counter("keel_auth_lockouts_total",
-                                     "Login failures that started or lengthened a throttle delay.",
-                                     0, NULL);
-    m_refresh = keel_metric_counter("keel_auth_refresh_total",
-                                    "Refresh attempts by result (success, invalid, reuse).", 1,
-                                    result);
+    m_login =
+        keel_metric_counter("keel_auth_login_total",
+                            "Login attempts by result (success, failure, throttled).", 1, result);
+    m_lockouts =
+        keel_metric_counter("keel_auth_lockouts_total",
+                            "Login failures that started or lengthened a throttle delay.", 0, NULL);
+    m_refresh =
+        keel_metric_counter("keel_auth_refresh_total",
+                            "Refresh attempts by result (success, invalid, reuse).", 1, result);
 }
 
 static void count(struct keel_metric *m, const char *label)
@@ -119,10 +119,8 @@ static const char *find_refresh(struct keel_request *req, size_t *len)
 }
 
 /* Answers a new token pair: 200 JSON plus the refresh cookie. */
-static keel_status answer_pair(struct keel_request *req,
-                               const char *user_id,
-                               const char *role,
-                               const char *refresh)
+static keel_status
+answer_pair(struct keel_request *req, const char *user_id, const char *role, const char *refresh)
 {
     const struct keel_config *cfg = req->cfg;
     struct keel_jwt_claims claims;

@@ -154,7 +154,8 @@ keel_status keel__users_me_patch(struct keel_request *req)
 
     if (!o)
         return KEEL_E_NOMEM;
-    if (!json_object_object_get_ex(req->json, "name", &v) || !json_object_is_type(v, json_type_string))
+    if (!json_object_object_get_ex(req->json, "name", &v) ||
+        !json_object_is_type(v, json_type_string))
         return keel_fail_field(req, "name", "is required");
     o->name = json_object_get_string(v);
     return keel_db_run(req, KEEL_DB_WRITE, me_patch_tx, me_patched, o);
@@ -169,9 +170,9 @@ keel_status keel__users_me_patch(struct keel_request *req)
 
 struct page {
     int64_t limit;
-    char after[37]; /* "" on the first page */
-    int64_t n;      /* rows seen */
-    char last[37];  /* the last id shown */
+    char after[37];      /* "" on the first page */
+    int64_t n;           /* rows seen */
+    char last[37];       /* the last id shown */
     struct keel_buf out; /* the rendered answer, built on the pool thread */
 };
 
@@ -433,9 +434,7 @@ static keel_status is_last_admin(struct keel_db_conn *c, const char *id, bool *o
     keel_status rc;
 
     *out = false;
-    rc = keel_db_query(c,
-                       "SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1",
-                       p, 1, &r);
+    rc = keel_db_query(c, "SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1", p, 1, &r);
     if (rc < 0)
         return rc;
     rc = keel_db_next(r);
@@ -480,9 +479,9 @@ static keel_status revoked_done(struct keel_request *req, keel_status rc, void *
         rc = user_done(req, rc, arg);
     }
     if (rc == KEEL_DONE && !o->last_admin && o->revoked)
-        rc = keel__blocklist_publish(req, 'u', o->id, o->cut_ms,
-                                     o->cut_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000,
-                                     KEEL_DONE);
+        rc =
+            keel__blocklist_publish(req, 'u', o->id, o->cut_ms,
+                                    o->cut_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000, KEEL_DONE);
     return rc;
 }
 
@@ -494,7 +493,8 @@ keel_status keel__users_patch(struct keel_request *req)
 
     if (!o)
         return KEEL_E_NOMEM;
-    if (!json_object_object_get_ex(req->json, "role", &v) || !json_object_is_type(v, json_type_string) ||
+    if (!json_object_object_get_ex(req->json, "role", &v) ||
+        !json_object_is_type(v, json_type_string) ||
         !keel__authz_role_known(json_object_get_string(v)))
         return keel_fail_field(req, "role", "must be one of admin, manager, user, viewer");
     o->role = json_object_get_string(v);
