@@ -142,6 +142,19 @@ keel_status keel_db_exec(struct keel_db_conn *c,
                          unsigned nparams,
                          int64_t *affected);
 
+/* Runs a write inside a transaction without waiting for its answer: for
+ * a statement whose success is all the caller needs to know (an INSERT
+ * ... VALUES, which inserts every row or fails). PostgreSQL sends it in
+ * the same round trip as the next statement or the COMMIT (libpq pipeline
+ * mode), so a run of deferred writes and their COMMIT cost one round trip;
+ * its failure is returned by that next call (a failed transaction: roll
+ * back), with the usual mapping (a unique violation is KEEL_E_CONFLICT).
+ * SQLite runs it at once. KEEL_E_INVALID outside a transaction. */
+keel_status keel_db_exec_deferred(struct keel_db_conn *c,
+                                  const char *sql,
+                                  const struct keel_db_param *params,
+                                  unsigned nparams);
+
 /* Runs a query. On KEEL_OK, *out is a result the caller iterates with
  * keel_db_next and frees with keel_db_rows_free (before running another
  * statement on the same connection). */

@@ -57,7 +57,11 @@ struct keel_event {
  * expected_version any more (another writer appended first: roll back
  * and run the command again); KEEL_E_INVALID for a malformed event; or a
  * storage error. In PostgreSQL a conflict aborts the transaction: nothing
- * but a rollback may follow it. */
+ * but a rollback may follow it.
+ * A new stream's first event is a deferred write (keel_db_exec_deferred):
+ * its id is fresh (a UUIDv7 nobody else knows), and the one conflict it
+ * can meet, the same id appended by another writer, comes back from the
+ * next statement or the COMMIT as KEEL_E_CONFLICT. */
 keel_status
 keel_events_append(struct keel_db_conn *c, struct keel_event *ev, int64_t expected_version);
 
@@ -100,7 +104,9 @@ const char *keel_events_metadata(struct keel_request *req);
 bool keel_events_trace_id(const struct keel_request *req, char out[33]);
 
 /* Adds a message to the outbox: `topic` ("orders"), `key` (the stream id:
- * consumers keep per-key order), `payload` (JSON text, len bytes). */
+ * consumers keep per-key order), `payload` (JSON text, len bytes). A
+ * deferred write (keel_db_exec_deferred): inside a transaction only; its
+ * failure comes back from the next statement or the COMMIT. */
 keel_status keel_outbox_put(
     struct keel_db_conn *c, const char *topic, const char *key, const char *payload, size_t len);
 

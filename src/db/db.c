@@ -578,6 +578,29 @@ keel_status keel_db_exec(struct keel_db_conn *c,
     return run(c, sql, params, nparams, NULL, affected);
 }
 
+keel_status keel_db_exec_deferred(struct keel_db_conn *c,
+                                  const char *sql,
+                                  const struct keel_db_param *params,
+                                  unsigned nparams)
+{
+    keel_status rc;
+
+    if (!c->in_tx)
+        return KEEL_E_INVALID;
+    if (!c->h)
+        return KEEL_E_UNAVAILABLE;
+    if (c->rows_open)
+        keel_db_rows_free(&c->rows);
+    if (!c->db->drv->defer)
+        return run(c, sql, params, nparams, NULL, NULL);
+    rc = c->db->drv->defer(c->h, sql, params, nparams);
+    if (rc < 0) {
+        count_error(rc);
+        snprintf(c->err, sizeof(c->err), "%s", c->db->drv->errmsg(c->h));
+    }
+    return rc;
+}
+
 keel_status keel_db_query(struct keel_db_conn *c,
                           const char *sql,
                           const struct keel_db_param *params,

@@ -41,6 +41,12 @@ struct keel_db_driver {
                        unsigned n,
                        struct keel_db_rows *rows,
                        int64_t *affected);
+    /* Optional: queues a statement inside a transaction whose answer may
+     * wait for the next statement or the COMMIT (keel_db_exec_deferred);
+     * its failure is returned by the call that reads the answer, and by
+     * every call after it until the transaction ends. Without it the core
+     * runs the statement at once. */
+    keel_status (*defer)(void *h, const char *sql, const struct keel_db_param *p, unsigned n);
     keel_status (*next)(struct keel_db_rows *r); /* KEEL_OK, KEEL_DONE, or error */
     void (*rows_free)(struct keel_db_rows *r);
     bool (*is_null)(const struct keel_db_rows *r, unsigned col);

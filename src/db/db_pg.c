@@ -22,6 +22,10 @@
  * byte swap instead of a strtoll and a timestamp needs no parser.
  * docs/internals/storage-postgres.md has the reasoning and the type table.
  *
+ * Inside a transaction, BEGIN and deferred writes ride with the next
+ * statement or the COMMIT in libpq's pipeline mode ("Pipelining" below),
+ * so a transaction costs fewer round trips than statements.
+ *
  * Failures are classified once, in set_failure(): the connection remembers
  * whether the last error was retryable (serialization failure, deadlock) and
  * whether the connection is broken (lost, shut down, or a standby after a
@@ -549,18 +553,16 @@ static PGresult *bounded_exec(struct pg_conn *c, const char *sql)
     return finish(c, PQsendQuery(c->pg, sql));
 }
 
-static keel_status
-stmt_prepare(struct pg_conn *c, const char *sql, uint64_t h, unsigned n, struct pg_stmt **out)
+/* A statement to be prepared as sql with the bound parameter types, not
+ * yet in the cache; NULL when out of memory. */
+static struct pg_stmt *stmt_new(struct pg_conn *c, const char *sql, uint64_t h, unsigned n)
 {
     size_t len = strlen(sql);
-    struct pg_stmt *st;
-    keel_status rc;
+    struct pg_stmt *st = malloc(sizeof(*st) + n * sizeof(Oid) + len + 1);
 
-    *out = NULL;
-    st = malloc(sizeof(*st) + n * sizeof(Oid) + len + 1);
     if (!st) {
         keel__db_pg_set_err(c, "out of memory preparing a statement");
-        return KEEL_E_NOMEM;
+        return NULL;
     }
     memset(st, 0, sizeof(*st));
     st->hash = h;
@@ -569,16 +571,33 @@ stmt_prepare(struct pg_conn *c, const char *sql, uint64_t h, unsigned n, struct 
         memcpy(st->oids, c->oids, n * sizeof(Oid));
     st->sql = memcpy((char *)(st->oids + n), sql, len + 1);
     snprintf(st->name, sizeof(st->name), "k%" PRIu64, ++c->next_id);
+    return st;
+}
+
+static void stmt_register(struct pg_conn *c, struct pg_stmt *st)
+{
+    st->hnext = c->buckets[st->hash & (STMT_BUCKETS - 1)];
+    c->buckets[st->hash & (STMT_BUCKETS - 1)] = st;
+    lru_push(c, st);
+    c->nstmts++;
+}
+
+static keel_status
+stmt_prepare(struct pg_conn *c, const char *sql, uint64_t h, unsigned n, struct pg_stmt **out)
+{
+    struct pg_stmt *st = stmt_new(c, sql, h, n);
+    keel_status rc;
+
+    *out = NULL;
+    if (!st)
+        return KEEL_E_NOMEM;
     rc = expect(c, finish(c, PQsendPrepare(c->pg, st->name, sql, (int)n, st->oids)),
                 PGRES_COMMAND_OK);
     if (rc < 0) {
         free(st);
         return rc;
     }
-    st->hnext = c->buckets[h & (STMT_BUCKETS - 1)];
-    c->buckets[h & (STMT_BUCKETS - 1)] = st;
-    lru_push(c, st);
-    c->nstmts++;
+    stmt_register(c, st);
     stmt_evict(c, st);
     *out = st;
     return KEEL_OK;
@@ -668,6 +687,250 @@ static keel_status exec_stmt(struct pg_conn *c, const char *sql, unsigned n, PGr
     return KEEL_OK;
 }
 
+/* ============================================================ pipelining */
+
+/* libpq pipeline mode (PostgreSQL 14+ libpq): messages are queued without
+ * waiting, a Sync ends the batch, and the answers come back in order, one
+ * round trip for the batch. The driver uses it for three things:
+ *
+ *   - BEGIN is not sent by pg_begin: it waits for the transaction's first
+ *     statement and goes with it (begin_pending);
+ *   - a deferred statement (keel_db_exec_deferred) is queued at once and
+ *     its answer is read with the next statement's, or with the COMMIT's;
+ *   - a statement first seen inside a pipeline is prepared in it (its
+ *     Parse is queued before its Bind).
+ *
+ * After an error the server skips every message up to the Sync: the later
+ * statements answer PIPELINE_ABORTED and a queued COMMIT never runs, so a
+ * failed deferred write can never be committed. The first failure stays
+ * in pipe_rc and is returned by every call until the transaction ends
+ * (rollback), with the error text and retryable as that failure set them.
+ * A statement whose Parse did not succeed is dropped from the cache. */
+
+static keel_status pipe_lost(struct pg_conn *c)
+{
+    keel_status rc = set_failure(c, NULL);
+
+    c->broken = true; /* answers are owed on it: it cannot be reused */
+    return rc < 0 ? rc : KEEL_E_UNAVAILABLE;
+}
+
+/* Enters pipeline mode (sending a pending BEGIN first). */
+static keel_status pipe_open(struct pg_conn *c)
+{
+    if (!c->piped) {
+        if (!PQenterPipelineMode(c->pg))
+            return pipe_lost(c);
+        c->piped = true;
+        c->nq = 0;
+    }
+    if (c->begin_pending) {
+        c->begin_pending = false;
+        if (!PQsendQueryParams(c->pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0))
+            return pipe_lost(c);
+        c->q[c->nq++] = (struct pg_pending){.want = PIPE_CMD};
+    }
+    return KEEL_OK;
+}
+
+/* Queues sql with the bound parameters (and its Parse on a cache miss).
+ * The caller leaves room for two entries. */
+static keel_status pipe_send(struct pg_conn *c, const char *sql, unsigned n, enum pg_want want)
+{
+    uint64_t h = sql_hash(sql);
+    struct pg_stmt *st = stmt_find(c, sql, h, n);
+
+    if (st) {
+        stmt_touch(c, st);
+    } else {
+        st = stmt_new(c, sql, h, n);
+        if (!st)
+            return KEEL_E_NOMEM;
+        stmt_register(c, st); /* stmt_evict waits: it cannot run in a pipeline */
+        c->q[c->nq++] = (struct pg_pending){.want = PIPE_PREPARE, .st = st};
+        if (!PQsendPrepare(c->pg, st->name, sql, (int)n, st->oids))
+            return pipe_lost(c);
+    }
+    c->q[c->nq++] = (struct pg_pending){.want = want, .st = st};
+    if (!PQsendQueryPrepared(c->pg, st->name, (int)n, c->values, c->lengths, c->formats, 1))
+        return pipe_lost(c);
+    return KEEL_OK;
+}
+
+/* The next answer: its result, with the NULL that ends it consumed. NULL
+ * when the connection was lost or gave no answer in time. */
+static PGresult *pipe_next(struct pg_conn *c)
+{
+    PGresult *res, *end;
+
+    if (wait_answer(c, deadline_ms(c)) < 0)
+        return NULL;
+    res = PQgetResult(c->pg);
+    if (!res || PQresultStatus(res) == PGRES_PIPELINE_SYNC)
+        return res;
+    if (wait_answer(c, deadline_ms(c)) < 0) {
+        PQclear(res);
+        return NULL;
+    }
+    end = PQgetResult(c->pg);
+    if (end) { /* one statement, one result: anything else is out of step */
+        PQclear(end);
+        PQclear(res);
+        keel__db_pg_set_err(c, "pipeline out of step");
+        c->broken = true;
+        return NULL;
+    }
+    return res;
+}
+
+/* Checks one answer; on the first failure records it in c->pipe_rc. A
+ * Parse that did not succeed un-caches its statement. Returns res when the
+ * caller keeps it (PIPE_LAST and no failure), else clears it. */
+static PGresult *pipe_check(struct pg_conn *c, const struct pg_pending *q, PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    bool ok = st == PGRES_COMMAND_OK || (st == PGRES_TUPLES_OK && q->want != PIPE_PREPARE);
+
+    if (ok && q->want == PIPE_LAST && c->pipe_rc == KEEL_OK)
+        return res;
+    if (!ok) {
+        if (q->want == PIPE_PREPARE)
+            stmt_drop(c, q->st, false);
+        else if (q->st && st == PGRES_FATAL_ERROR && stale_stmt(res))
+            stmt_drop(c, q->st, false); /* prepared afresh by the transaction's retry */
+        if (c->pipe_rc == KEEL_OK && st != PGRES_PIPELINE_ABORTED) {
+            c->pipe_rc = bad_result(c, res); /* which clears res */
+            return NULL;
+        }
+        if (c->pipe_rc == KEEL_OK) { /* aborted with no failure before it */
+            keel__db_pg_set_err(c, "pipeline aborted");
+            c->pipe_rc = KEEL_E_DB;
+        }
+    }
+    PQclear(res);
+    return NULL;
+}
+
+/* The pipeline cannot be read to its end: the connection is given up,
+ * and the failure is the transaction's unless an earlier one is. */
+static void lost(struct pg_conn *c)
+{
+    keel_status rc = pipe_lost(c);
+
+    if (c->pipe_rc == KEEL_OK)
+        c->pipe_rc = rc;
+}
+
+/* Ends the batch with a Sync, reads every answer owed and leaves pipeline
+ * mode. *last (may be NULL) receives the PIPE_LAST result on success. */
+static keel_status pipe_drain(struct pg_conn *c, PGresult **last)
+{
+    PGresult *res, *kept = NULL;
+    unsigned i;
+
+    if (last)
+        *last = NULL;
+    if (!c->piped)
+        return c->pipe_rc;
+    if (!PQpipelineSync(c->pg)) {
+        lost(c);
+        i = 0;
+        goto unparsed;
+    }
+    for (i = 0; i < c->nq; i++) {
+        res = pipe_next(c);
+        if (!res || PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            lost(c);
+            goto unparsed;
+        }
+        res = pipe_check(c, &c->q[i], res);
+        if (res)
+            kept = res;
+    }
+    res = pipe_next(c);
+    if (!res || PQresultStatus(res) != PGRES_PIPELINE_SYNC || !PQexitPipelineMode(c->pg))
+        lost(c);
+    PQclear(res);
+    i = c->nq;
+unparsed:
+    /* Answers never read (a lost connection): their Parses are unknown. */
+    for (; i < c->nq; i++)
+        if (c->q[i].want == PIPE_PREPARE)
+            stmt_drop(c, c->q[i].st, false);
+    c->nq = 0;
+    c->piped = false;
+    if (c->pipe_rc < 0) {
+        PQclear(kept);
+        return c->pipe_rc;
+    }
+    if (last)
+        *last = kept;
+    else
+        PQclear(kept);
+    return KEEL_OK;
+}
+
+/* Runs the caller's statement in the pipeline (after a pending BEGIN and
+ * the deferred statements) and reads every answer. */
+static keel_status run_piped(struct pg_conn *c, const char *sql, unsigned n, PGresult **out)
+{
+    keel_status rc;
+
+    *out = NULL;
+    if (c->piped && c->nq + 2 > PIPE_MAX) {
+        rc = pipe_drain(c, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    rc = pipe_open(c);
+    if (rc == KEEL_OK)
+        rc = pipe_send(c, sql, n, PIPE_LAST);
+    if (rc < 0 && c->pipe_rc == KEEL_OK)
+        c->pipe_rc = rc;
+    return pipe_drain(c, out);
+}
+
+static keel_status pg_defer(void *h, const char *sql, const struct keel_db_param *p, unsigned n)
+{
+    struct pg_conn *c = h;
+    keel_status rc;
+
+    if (c->pipe_rc < 0)
+        return c->pipe_rc;
+    c->retryable = false;
+    if (c->broken)
+        return KEEL_E_UNAVAILABLE;
+    if (KEEL_NEVER(c->rs.res != NULL))
+        rows_release(&c->rs);
+    /* Room for this statement, its Parse and the COMMIT. */
+    if (c->piped && c->nq + 3 > PIPE_MAX) {
+        rc = pipe_drain(c, NULL);
+        if (rc < 0)
+            return rc;
+    }
+    rc = keel__db_pg_bind_params(c, p, n);
+    if (rc == KEEL_OK)
+        rc = pipe_open(c);
+    if (rc == KEEL_OK)
+        rc = pipe_send(c, sql, n, PIPE_DEFER);
+    if (rc < 0)
+        c->pipe_rc = rc; /* the transaction must not commit without it */
+    return rc;
+}
+
+/* Back to one answer at a time, for the calls that talk to the server
+ * outside the pipeline (SET, WAL positions, ping): sends a pending BEGIN
+ * or reads the answers owed. */
+static keel_status settle(struct pg_conn *c)
+{
+    if (c->begin_pending) {
+        c->begin_pending = false;
+        return expect(c, bounded_exec(c, "BEGIN"), PGRES_COMMAND_OK);
+    }
+    return c->piped ? pipe_drain(c, NULL) : c->pipe_rc;
+}
+
 static keel_status pg_run(void *h,
                           const char *sql,
                           const struct keel_db_param *p,
@@ -679,9 +942,11 @@ static keel_status pg_run(void *h,
     PGresult *res;
     keel_status rc;
 
-    c->retryable = false;
     if (affected)
         *affected = 0;
+    if (c->pipe_rc < 0)
+        return c->pipe_rc; /* the transaction failed already */
+    c->retryable = false;
     if (KEEL_NEVER(c->rs.res != NULL)) /* the core frees a result first */
         rows_release(&c->rs);
     if (c->broken)
@@ -689,7 +954,10 @@ static keel_status pg_run(void *h,
     rc = keel__db_pg_bind_params(c, p, n);
     if (rc < 0)
         return rc;
-    rc = exec_stmt(c, sql, n, &res);
+    if (c->begin_pending || c->piped)
+        rc = run_piped(c, sql, n, &res);
+    else
+        rc = exec_stmt(c, sql, n, &res);
     if (rc < 0)
         return rc;
     if (affected)
@@ -746,7 +1014,9 @@ static keel_status pg_begin(void *h, bool write)
     c->retryable = false;
     if (c->broken)
         return KEEL_E_UNAVAILABLE;
-    return expect(c, bounded_exec(c, "BEGIN"), PGRES_COMMAND_OK);
+    c->pipe_rc = KEEL_OK;
+    c->begin_pending = true; /* sent with the first statement ("Pipelining") */
+    return KEEL_OK;
 }
 
 /* A SET inside the transaction is undone when it does not commit. */
@@ -763,11 +1033,35 @@ static keel_status pg_commit(void *h)
     PGresult *res;
     keel_status rc = KEEL_OK;
 
+    if (c->pipe_rc < 0) {
+        /* A deferred statement failed: the core rolls back; retryable
+         * stays as that failure set it. */
+        tx_ended(c, false);
+        return c->pipe_rc;
+    }
+    if (c->begin_pending) { /* no statement: nothing was sent */
+        c->begin_pending = false;
+        tx_ended(c, true);
+        return KEEL_OK;
+    }
     if (c->broken) {
         tx_ended(c, false);
         return KEEL_E_UNAVAILABLE;
     }
-    res = bounded_exec(c, "COMMIT");
+    if (c->piped) {
+        /* The deferred statements and the COMMIT: one round trip. */
+        if (PQsendQueryParams(c->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0))
+            c->q[c->nq++] = (struct pg_pending){.want = PIPE_LAST};
+        else
+            lost(c);
+        rc = pipe_drain(c, &res);
+        if (rc < 0) {
+            tx_ended(c, false);
+            return rc;
+        }
+    } else {
+        res = bounded_exec(c, "COMMIT");
+    }
     if (res && PQresultStatus(res) == PGRES_COMMAND_OK) {
         /* COMMIT of a transaction that already failed answers ROLLBACK.
          * retryable stays as the failed statement left it. */
@@ -792,6 +1086,14 @@ static keel_status pg_rollback(void *h)
     keel_status rc;
 
     tx_ended(c, false);
+    if (c->begin_pending) { /* nothing was sent */
+        c->begin_pending = false;
+        c->pipe_rc = KEEL_OK;
+        return KEEL_OK;
+    }
+    if (c->piped)
+        (void)pipe_drain(c, NULL); /* answers owed; the transaction is over anyway */
+    c->pipe_rc = KEEL_OK;
     /* Nothing to undo: no transaction (a failed COMMIT ends it), or a
      * connection whose transaction died with it. */
     if (c->broken || PQtransactionStatus(c->pg) == PQTRANS_IDLE || PQstatus(c->pg) != CONNECTION_OK)
@@ -828,6 +1130,10 @@ static void pg_set_timeout(void *h, unsigned ms)
 
     if (c->broken || ms == c->timeout_ms)
         return;
+    if (settle(c) < 0) {
+        c->timeout_ms = TIMEOUT_UNKNOWN; /* the transaction failed: its SET is moot */
+        return;
+    }
     snprintf(sql, sizeof(sql), "SET statement_timeout = %u", ms);
     if (expect(c, bounded_exec(c, sql), PGRES_COMMAND_OK) < 0) {
         c->timeout_ms = TIMEOUT_UNKNOWN; /* try again next time */
@@ -878,6 +1184,9 @@ static keel_status pg_ping(void *h)
 
     if (c->broken)
         return KEEL_E_UNAVAILABLE;
+    rc = settle(c);
+    if (rc < 0)
+        return rc;
     if (!PQsendQueryParams(c->pg, "SELECT 1", 0, NULL, NULL, NULL, NULL, 1))
         return set_failure(c, NULL);
     rc = wait_answer(c, PING_MS);
@@ -908,6 +1217,9 @@ static keel_status lsn_query(struct pg_conn *c, const char *sql, uint64_t *lsn)
     c->retryable = false;
     if (c->broken)
         return KEEL_E_UNAVAILABLE;
+    rc = settle(c);
+    if (rc < 0)
+        return rc;
     rc = exec_stmt(c, sql, 0, &res);
     if (rc < 0)
         return rc;
@@ -940,6 +1252,7 @@ const struct keel_db_driver keel__db_pg = {
     .connect = pg_connect,
     .close = pg_close,
     .run = pg_run,
+    .defer = pg_defer,
     .next = pg_next,
     .rows_free = pg_rows_free,
     .is_null = keel__db_pg_col_is_null,

@@ -17,6 +17,7 @@
 #define ERRLEN       256
 #define STMT_MAX     128 /* prepared statements kept per connection */
 #define STMT_BUCKETS 256 /* power of two, > STMT_MAX */
+#define PIPE_MAX     64  /* answers a pipeline may owe before it is read */
 
 /* Type OIDs (catalog/pg_type_d.h; fixed for built-in types). */
 enum {
@@ -41,6 +42,19 @@ enum {
 };
 
 struct pg_stmt;
+
+/* What one queued pipeline message answers (db_pg.c "Pipelining"). */
+enum pg_want {
+    PIPE_CMD,     /* BEGIN: COMMAND_OK */
+    PIPE_PREPARE, /* the Parse of a statement first seen in this pipeline */
+    PIPE_DEFER,   /* a deferred statement: success is all that is checked */
+    PIPE_LAST,    /* the caller's statement (or COMMIT): its result is kept */
+};
+
+struct pg_pending {
+    enum pg_want want;
+    struct pg_stmt *st; /* PIPE_PREPARE, PIPE_DEFER, PIPE_LAST (NULL for COMMIT) */
+};
 
 /* Per-column scratch for text() of non-text columns. */
 struct pg_slot {
@@ -82,6 +96,15 @@ struct pg_conn {
     unsigned char (*bin)[16];
     char *tbuf; /* NUL-terminated copies of length-delimited text */
     size_t tcap;
+
+    /* Pipelining: a BEGIN waits for the transaction's first statement,
+     * deferred statements for the next statement or the COMMIT, and each
+     * batch costs one round trip. */
+    bool begin_pending;  /* BEGIN not sent yet */
+    bool piped;          /* in pipeline mode, q[0..nq) answers owed */
+    keel_status pipe_rc; /* a deferred statement's failure, until the transaction ends */
+    unsigned nq;
+    struct pg_pending q[PIPE_MAX];
 
     struct pg_rows rs;
     char err[ERRLEN];

@@ -8,7 +8,8 @@
  * type, NULLs, a reused $1, the prepared-statement cache (reuse, eviction,
  * statements the server dropped or can no longer plan), SQLSTATE mapping,
  * statement timeouts, serialization failures, killed connections and
- * commits, WAL positions, passwords kept out of connect errors, and a
+ * commits, pipelining (deferred BEGIN and writes, failures that stop the
+ * COMMIT, un-cached Parses, batches longer than a pipeline), WAL positions, passwords kept out of connect errors, and a
  * multi-host URI whose first host is down.
  */
 #include <libpq-fe.h>
@@ -485,6 +486,129 @@ static void test_connection_killed(void **state)
     DRV->close(b);
 }
 
+/* ------------------------------------------------------- pipelining */
+
+static void xdefer(void *h, const char *sql, const struct keel_db_param *p, unsigned n)
+{
+    keel_status rc = DRV->defer(h, sql, p, n);
+
+    if (rc != KEEL_OK)
+        fail_msg("defer %s: %s: %s", sql, keel_status_name(rc), DRV->errmsg(h));
+}
+
+static void test_pipeline(void **state)
+{
+    void *a = xconnect(), *b = xconnect();
+    struct keel_db_param p;
+    char sql[96];
+    int64_t pid;
+    int i;
+
+    (void)state;
+    xexec(a, "DROP TABLE IF EXISTS test_db_pg_pipe");
+    xexec(a, "CREATE TABLE test_db_pg_pipe (id int8 PRIMARY KEY)");
+
+    /* An empty transaction sends nothing, and leaves none open. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    assert_int_equal(DRV->commit(a), KEEL_OK);
+    assert_int_equal(PQtransactionStatus(((struct pg_conn *)a)->pg), PQTRANS_IDLE);
+
+    /* Deferred writes are in the transaction: unseen by others until the
+     * COMMIT, seen by the transaction's next statement. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    for (i = 1; i <= 3; i++) {
+        p = KEEL_DB_INT(i);
+        xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    }
+    assert_true(((struct pg_conn *)a)->piped);
+    assert_int_equal(scalar(a, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 3);
+    assert_false(((struct pg_conn *)a)->piped);
+    p = KEEL_DB_INT(4);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 0);
+    assert_int_equal(DRV->commit(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 4);
+
+    /* A failed deferred write fails the transaction: every later call
+     * returns its error, and the COMMIT queued behind it never runs. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    p = KEEL_DB_INT(5);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    p = KEEL_DB_INT(1); /* a duplicate */
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    p = KEEL_DB_INT(6);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    assert_int_equal(try_exec(a, "SELECT 1", NOPS, 0), KEEL_E_CONFLICT);
+    assert_non_null(strstr(DRV->errmsg(a), "23505"));
+    assert_int_equal(try_exec(a, "SELECT 1", NOPS, 0), KEEL_E_CONFLICT);
+    assert_int_equal(DRV->defer(a, "SELECT 1", NOPS, 0), KEEL_E_CONFLICT);
+    assert_int_equal(DRV->commit(a), KEEL_E_CONFLICT);
+    assert_int_equal(DRV->rollback(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 4);
+    assert_int_equal(scalar(a, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 4);
+
+    /* The same with the COMMIT in the failed batch. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    p = KEEL_DB_INT(7);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    p = KEEL_DB_INT(2);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    assert_int_equal(DRV->commit(a), KEEL_E_CONFLICT);
+    assert_false(DRV->retryable(a));
+    assert_int_equal(DRV->rollback(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 4);
+
+    /* A statement whose Parse fails, and a new one parsed after it in the
+     * same batch (so never parsed): neither stays cached. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES (no such thing)", NOPS, 0);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES (8)", NOPS, 0);
+    assert_int_equal(DRV->commit(a), KEEL_E_DB);
+    assert_int_equal(DRV->rollback(a), KEEL_OK);
+    assert_int_equal(prepared_count(a, "INSERT INTO test_db_pg_pipe VALUES (8)"), 0);
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES (8)", NOPS, 0);
+    assert_int_equal(DRV->commit(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 5);
+
+    /* More than one pipeline holds: read in batches on the way. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    for (i = 100; i < 100 + 3 * PIPE_MAX; i++) {
+        p = KEEL_DB_INT(i);
+        snprintf(sql, sizeof(sql), "INSERT INTO test_db_pg_pipe VALUES ($1) -- %d", i % 7);
+        xdefer(a, sql, &p, 1);
+        assert_true(((struct pg_conn *)a)->nq <= PIPE_MAX);
+    }
+    assert_int_equal(DRV->commit(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 5 + 3 * PIPE_MAX);
+
+    /* A SET inside the transaction goes after its BEGIN, and a rollback
+     * undoes it. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    DRV->set_timeout(a, 1234);
+    assert_int_equal(scalar(a, "SELECT current_setting('statement_timeout')::interval = '1234ms'",
+                            NOPS, 0),
+                     1);
+    assert_int_equal(DRV->rollback(a), KEEL_OK);
+    assert_int_equal(scalar(a, "SELECT current_setting('statement_timeout')::interval = '5s'",
+                            NOPS, 0),
+                     1);
+
+    /* Lost with a deferred write and its COMMIT in flight: unknown, broken. */
+    pid = backend_pid(a);
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    p = KEEL_DB_INT(9);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    kill_backend(b, pid);
+    assert_int_equal(DRV->commit(a), KEEL_E_UNAVAILABLE);
+    assert_true(DRV->broken(a));
+    assert_int_equal(DRV->rollback(a), KEEL_OK);
+    DRV->close(a);
+
+    xexec(b, "DROP TABLE test_db_pg_pipe");
+    DRV->close(b);
+}
+
 static void test_standby_after_failover(void **state)
 {
     void *a = xconnect(), *ro = xconnect_ro(true);
@@ -610,6 +734,7 @@ int main(void)
         cmocka_unit_test(test_statement_timeout),
         cmocka_unit_test(test_serialization_failure),
         cmocka_unit_test(test_connection_killed),
+        cmocka_unit_test(test_pipeline),
         cmocka_unit_test(test_standby_after_failover),
         cmocka_unit_test(test_wal_lsn),
         cmocka_unit_test(test_password_not_in_errors),

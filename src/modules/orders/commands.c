@@ -251,7 +251,7 @@ static keel_status create_steps(struct keel_db_conn *c, struct create_ctx *x, st
     struct orders_cmd *cmd = x->cmd;
     unsigned idx[ORDERS_MAX_ITEMS], i;
     struct keel_event ev;
-    char owner[37], location[64];
+    char location[64];
     keel_status rc = KEEL_OK;
 
     lock_order(cmd->lines, cmd->nlines, idx);
@@ -266,7 +266,7 @@ static keel_status create_steps(struct keel_db_conn *c, struct create_ctx *x, st
     ev = new_event(cmd, "OrderCreated", data);
     rc = commit_event(c, cmd, &ev, 0);
     if (rc == KEEL_OK)
-        rc = orders_render(c, cmd->order_id, &cmd->out, owner);
+        rc = orders_render_created(&ev, &cmd->out);
     if (rc == KEEL_OK && cmd->idem) {
         snprintf(location, sizeof(location), "/api/v1/orders/%s", cmd->order_id);
         rc = orders_idem_finish(c, cmd->idem, 201, cmd->out.data, cmd->out.len, location);

@@ -56,6 +56,24 @@ keel_events_append(struct keel_db_conn *c, struct keel_event *ev, int64_t expect
     ev->version = expected_version + 1;
     if (!ev->created_us)
         ev->created_us = now_us();
+    if (expected_version == 0) {
+        /* Version 1 needs no guard: UNIQUE (stream_id, version) refuses
+         * it when the stream exists, and no gap can come before it. */
+        struct keel_db_param p[] = {
+            KEEL_DB_UUID(ev->stream_id),
+            KEEL_DB_TEXT(ev->stream_type),
+            KEEL_DB_TEXT(ev->type),
+            KEEL_DB_TEXTN(ev->data, ev->data_len ? ev->data_len : strlen(ev->data)),
+            KEEL_DB_TEXTN(ev->metadata, ev->metadata_len ? ev->metadata_len : strlen(ev->metadata)),
+            KEEL_DB_INT(ev->created_us),
+        };
+
+        return keel_db_exec_deferred(c,
+                                     "INSERT INTO events (stream_id, stream_type, version, type,"
+                                     " data, metadata, created_us)"
+                                     " VALUES ($1, $2, 1, $3, $4, $5, $6)",
+                                     p, KEEL_ARRAY_LEN(p));
+    }
     {
         struct keel_db_param p[] = {
             KEEL_DB_UUID(ev->stream_id),
@@ -266,8 +284,8 @@ keel_status keel_outbox_put(
     struct keel_db_param p[] = {KEEL_DB_TEXT(topic), KEEL_DB_TEXT(key), KEEL_DB_TEXTN(payload, len),
                                 KEEL_DB_INT(now_us())};
 
-    return keel_db_exec(c,
-                        "INSERT INTO outbox (topic, key, payload, created_us)"
-                        " VALUES ($1, $2, $3, $4)",
-                        p, KEEL_ARRAY_LEN(p), NULL);
+    return keel_db_exec_deferred(c,
+                                 "INSERT INTO outbox (topic, key, payload, created_us)"
+                                 " VALUES ($1, $2, $3, $4)",
+                                 p, KEEL_ARRAY_LEN(p));
 }

@@ -134,13 +134,20 @@ void orders_metrics_init(void);
 /* Applies one event to the read model (orders, order_items): the same
  * code for live commands and for rebuilds. Returns KEEL_E_INTERNAL when
  * the read model is not at the event's previous version (out of step:
- * rebuild it). Pool thread, inside the caller's transaction. */
+ * rebuild it). Pool thread, inside the caller's transaction. The rows of
+ * OrderCreated are deferred writes (keel_db_exec_deferred): a failure
+ * there comes back from the next statement or the COMMIT. */
 keel_status orders_project(struct keel_db_conn *c, const struct keel_event *ev);
 
 /* Writes order `id` from the read model as the API's JSON into out and
  * its owner into owner_out. KEEL_E_NOT_FOUND when there is none. */
 keel_status
 orders_render(struct keel_db_conn *c, const char *id, struct keel_buf *out, char owner_out[37]);
+
+/* Writes the order an OrderCreated event creates, as orders_render would
+ * read it back from the read model right after the projection, into
+ * out: the create command answers without reading its own write. */
+keel_status orders_render_created(const struct keel_event *ev, struct keel_buf *out);
 
 /* A page of the read model for GET /api/v1/orders. */
 struct orders_page {

@@ -178,11 +178,40 @@ keel_status orders_fold(struct orders_state *st, const struct keel_event *ev)
 
 /* ---------------------------------------------------------- projection */
 
+/* Every line of the order in one multi-row INSERT: one round trip
+ * whatever the line count. The order id is $1 once; each line adds five
+ * parameters. The text differs by line count only, so each count is one
+ * cached statement. */
+#define ITEM_PARAMS 5
+static keel_status
+insert_items(struct keel_db_conn *c, const char *order_id, const struct created *cd)
+{
+    static const char head[] = "INSERT INTO order_items (order_id, line, product_id, name,"
+                               " unit_price_cents, quantity) VALUES ";
+    struct keel_db_param p[1 + ITEM_PARAMS * ORDERS_MAX_ITEMS];
+    char sql[sizeof(head) + ORDERS_MAX_ITEMS * 48];
+    size_t i, len = sizeof(head) - 1;
+    unsigned n = 1, k;
+
+    memcpy(sql, head, len);
+    p[0] = KEEL_DB_UUID(order_id);
+    for (i = 0; i < cd->nitems; i++) {
+        k = n + 1; /* the line's first parameter number */
+        len += (size_t)snprintf(sql + len, sizeof(sql) - len, "%s($1, $%u, $%u, $%u, $%u, $%u)",
+                                i ? ", " : "", k, k + 1, k + 2, k + 3, k + 4);
+        p[n++] = KEEL_DB_INT((int64_t)i + 1);
+        p[n++] = KEEL_DB_UUID(cd->items[i].product_id);
+        p[n++] = KEEL_DB_TEXT(cd->items[i].name);
+        p[n++] = KEEL_DB_INT(cd->items[i].unit_price_cents);
+        p[n++] = KEEL_DB_INT(cd->items[i].quantity);
+    }
+    return keel_db_exec_deferred(c, sql, p, n);
+}
+
 static keel_status project_created(struct keel_db_conn *c, const struct keel_event *ev)
 {
     struct created cd;
     keel_status rc;
-    size_t i;
 
     if (ev->version != 1)
         return KEEL_E_INTERNAL;
@@ -194,27 +223,14 @@ static keel_status project_created(struct keel_db_conn *c, const struct keel_eve
             KEEL_DB_INT(ev->created_us),
         };
 
-        rc = keel_db_exec(c,
-                          "INSERT INTO orders (id, user_id, status, total_cents, currency,"
-                          " version, created_us, updated_us)"
-                          " VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
-                          p, KEEL_ARRAY_LEN(p), NULL);
+        rc = keel_db_exec_deferred(c,
+                                   "INSERT INTO orders (id, user_id, status, total_cents, currency,"
+                                   " version, created_us, updated_us)"
+                                   " VALUES ($1, $2, $3, $4, $5, $6, $7, $7)",
+                                   p, KEEL_ARRAY_LEN(p));
     }
-    for (i = 0; rc == KEEL_OK && i < cd.nitems; i++) {
-        struct keel_db_param p[] = {
-            KEEL_DB_UUID(ev->stream_id),
-            KEEL_DB_INT((int64_t)i + 1),
-            KEEL_DB_UUID(cd.items[i].product_id),
-            KEEL_DB_TEXT(cd.items[i].name),
-            KEEL_DB_INT(cd.items[i].unit_price_cents),
-            KEEL_DB_INT(cd.items[i].quantity),
-        };
-
-        rc = keel_db_exec(c,
-                          "INSERT INTO order_items (order_id, line, product_id, name,"
-                          " unit_price_cents, quantity) VALUES ($1, $2, $3, $4, $5, $6)",
-                          p, KEEL_ARRAY_LEN(p), NULL);
-    }
+    if (rc == KEEL_OK)
+        rc = insert_items(c, ev->stream_id, &cd);
     json_object_put(cd.root);
     return rc;
 }
@@ -274,40 +290,40 @@ static void time_json(struct keel_json *j, const char *key, int64_t us)
     keel_json_str(j, t);
 }
 
-/* Opens an order object from the current row and writes its head. */
-static void order_open(struct keel_json *j, struct keel_db_rows *r, const char *id)
-{
-    char uid[37];
+/* An order's head, from a row or from an event. */
+struct order_head {
+    const char *id, *user_id, *status, *currency;
+    int64_t total_cents, created_us, updated_us;
+};
 
+/* Opens an order object and writes its head; the lines follow. */
+static void head_json(struct keel_json *j, const struct order_head *h)
+{
     keel_json_obj_open(j);
     keel_json_key(j, "id");
-    keel_json_str(j, id);
+    keel_json_str(j, h->id);
     keel_json_key(j, "user_id");
-    keel_json_str(j, keel_db_uuid(r, 1, uid) ? uid : "");
+    keel_json_str(j, h->user_id);
     keel_json_key(j, "status");
-    keel_json_str(j, keel_db_text(r, 2, NULL));
+    keel_json_str(j, h->status);
     keel_json_key(j, "total_cents");
-    keel_json_int(j, keel_db_int64(r, 3));
+    keel_json_int(j, h->total_cents);
     keel_json_key(j, "currency");
-    keel_json_str(j, keel_db_text(r, 4, NULL));
-    time_json(j, "created_at", keel_db_int64(r, 5));
-    time_json(j, "updated_at", keel_db_int64(r, 6));
+    keel_json_str(j, h->currency);
+    time_json(j, "created_at", h->created_us);
+    time_json(j, "updated_at", h->updated_us);
     keel_json_key(j, "items");
     keel_json_arr_open(j);
 }
 
-static void order_line(struct keel_json *j, struct keel_db_rows *r)
+static void
+line_json(struct keel_json *j, const char *product_id, const char *name, int64_t price, int64_t qty)
 {
-    char pid[37];
-    int64_t price = keel_db_int64(r, 9), qty = keel_db_int64(r, 10);
-
-    if (keel_db_is_null(r, 7) || !keel_db_uuid(r, 7, pid))
-        return; /* an order without lines (LEFT JOIN) */
     keel_json_obj_open(j);
     keel_json_key(j, "product_id");
-    keel_json_str(j, pid);
+    keel_json_str(j, product_id);
     keel_json_key(j, "name");
-    keel_json_str(j, keel_db_text(r, 8, NULL));
+    keel_json_str(j, name);
     keel_json_key(j, "unit_price_cents");
     keel_json_int(j, price);
     keel_json_key(j, "quantity");
@@ -317,10 +333,68 @@ static void order_line(struct keel_json *j, struct keel_db_rows *r)
     keel_json_obj_close(j);
 }
 
+/* Opens an order object from the current row and writes its head. */
+static void order_open(struct keel_json *j, struct keel_db_rows *r, const char *id)
+{
+    char uid[37];
+    struct order_head h = {
+        .id = id,
+        .user_id = keel_db_uuid(r, 1, uid) ? uid : "",
+        .status = keel_db_text(r, 2, NULL),
+        .total_cents = keel_db_int64(r, 3),
+        .currency = keel_db_text(r, 4, NULL),
+        .created_us = keel_db_int64(r, 5),
+        .updated_us = keel_db_int64(r, 6),
+    };
+
+    head_json(j, &h);
+}
+
+static void order_line(struct keel_json *j, struct keel_db_rows *r)
+{
+    char pid[37];
+
+    if (keel_db_is_null(r, 7) || !keel_db_uuid(r, 7, pid))
+        return; /* an order without lines (LEFT JOIN) */
+    line_json(j, pid, keel_db_text(r, 8, NULL), keel_db_int64(r, 9), keel_db_int64(r, 10));
+}
+
 static void order_close(struct keel_json *j)
 {
     keel_json_arr_close(j);
     keel_json_obj_close(j);
+}
+
+keel_status orders_render_created(const struct keel_event *ev, struct keel_buf *out)
+{
+    struct created cd;
+    struct keel_json j;
+    keel_status rc;
+    size_t i;
+
+    keel_buf_reset(out);
+    rc = created_parse(ev, &cd);
+    if (rc == KEEL_OK) {
+        struct order_head h = {
+            .id = ev->stream_id,
+            .user_id = cd.user_id,
+            .status = orders_status_after(ev->type),
+            .total_cents = cd.total_cents,
+            .currency = cd.currency,
+            .created_us = ev->created_us,
+            .updated_us = ev->created_us,
+        };
+
+        keel_json_begin(&j, out);
+        head_json(&j, &h);
+        for (i = 0; i < cd.nitems; i++)
+            line_json(&j, cd.items[i].product_id, cd.items[i].name, cd.items[i].unit_price_cents,
+                      cd.items[i].quantity);
+        order_close(&j);
+        rc = keel_json_end(&j) < 0 ? KEEL_E_TOO_LARGE : KEEL_OK;
+    }
+    json_object_put(cd.root);
+    return rc;
 }
 
 keel_status
