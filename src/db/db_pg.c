@@ -826,6 +826,9 @@ static void lost(struct pg_conn *c)
 static keel_status pipe_drain(struct pg_conn *c, PGresult **last)
 {
     PGresult *res, *kept = NULL;
+    bool own = false; /* the first failure is the caller's statement's */
+    bool first;
+    keel_status rc;
     unsigned i;
 
     if (last)
@@ -844,7 +847,10 @@ static keel_status pipe_drain(struct pg_conn *c, PGresult **last)
             lost(c);
             goto unparsed;
         }
+        first = c->pipe_rc == KEEL_OK;
         res = pipe_check(c, &c->q[i], res);
+        if (first && c->pipe_rc < 0)
+            own = c->q[i].want == PIPE_LAST;
         if (res)
             kept = res;
     }
@@ -860,9 +866,15 @@ unparsed:
             stmt_drop(c, c->q[i].st, false);
     c->nq = 0;
     c->piped = false;
-    if (c->pipe_rc < 0) {
+    rc = c->pipe_rc;
+    if (rc < 0) {
+        /* Only a deferred write's failure outlives its call: a failed
+         * statement is reported like one run alone (the server aborts
+         * the transaction either way). */
+        if (own && !c->broken)
+            c->pipe_rc = KEEL_OK;
         PQclear(kept);
-        return c->pipe_rc;
+        return rc;
     }
     if (last)
         *last = kept;

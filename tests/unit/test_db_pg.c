@@ -582,6 +582,20 @@ static void test_pipeline(void **state)
     assert_int_equal(DRV->commit(a), KEEL_OK);
     assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 5 + 3 * PIPE_MAX);
 
+    /* A failed statement of the caller's is reported like one run alone:
+     * a savepoint still recovers the transaction. */
+    assert_int_equal(DRV->begin(a, true), KEEL_OK);
+    xexec(a, "SAVEPOINT s");
+    p = KEEL_DB_INT(3);
+    assert_int_equal(try_exec(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1),
+                     KEEL_E_CONFLICT);
+    assert_int_equal(try_exec(a, "SELECT 1", NOPS, 0), KEEL_E_DB); /* 25P02: aborted */
+    xexec(a, "ROLLBACK TO SAVEPOINT s");
+    p = KEEL_DB_INT(10);
+    xdefer(a, "INSERT INTO test_db_pg_pipe VALUES ($1)", &p, 1);
+    assert_int_equal(DRV->commit(a), KEEL_OK);
+    assert_int_equal(scalar(b, "SELECT count(*) FROM test_db_pg_pipe", NOPS, 0), 6 + 3 * PIPE_MAX);
+
     /* A SET inside the transaction goes after its BEGIN, and a rollback
      * undoes it. */
     assert_int_equal(DRV->begin(a, true), KEEL_OK);
