@@ -77,6 +77,7 @@ struct keel_config {
     char *database_url;             /* KEEL_DATABASE_URL (secret; never NULL) */
     struct keel_config_list database_replicas; /* KEEL_DATABASE_REPLICAS (secret) */
     uint32_t database_pool_size;               /* KEEL_DATABASE_POOL_SIZE */
+    uint32_t database_threads;                 /* KEEL_DATABASE_THREADS, 0 = auto */
     char *redis_url;                           /* KEEL_REDIS_URL (secret) */
     char *jwt_secret;                          /* KEEL_JWT_SECRET (secret) */
     char *jwt_previous_secret;                 /* KEEL_JWT_PREVIOUS_SECRET (secret) */

@@ -80,6 +80,9 @@ struct keel_str {
 
 #define KEEL_STR(lit)     ((struct keel_str){(lit), sizeof(lit) - 1})
 #define KEEL_ARRAY_LEN(a) (sizeof(a) / sizeof((a)[0]))
+/* The struct of type `type` whose member `member` is at ptr. */
+#define KEEL_CONTAINER_OF(ptr, type, member)                                                       \
+    ((type *)(void *)((char *)(ptr)-offsetof(type, member)))
 
 /* Length (1..4) of the valid UTF-8 sequence at s[0..n), or 0 when it is
  * invalid: truncated, overlong, a surrogate, or past U+10FFFF (RFC 3629). */
@@ -91,6 +94,9 @@ bool keel_str_caseeq(struct keel_str a, const char *lit);
 /* Monotonic clock in nanoseconds, and wall clock in milliseconds since the
  * epoch. */
 uint64_t keel_now_ns(void);
+/* The CPUs this process may run on: the affinity mask honours taskset and
+ * container cpusets, which the online count does not. At least 1. */
+unsigned keel_cpu_count(void);
 int64_t keel_wall_ms(void);
 
 /* Initializes a mutex that spins briefly before sleeping (glibc's adaptive

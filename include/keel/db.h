@@ -208,17 +208,29 @@ keel_status keel_db_transaction(struct keel_db *db,
 typedef keel_status (*keel_db_fn)(struct keel_db_conn *c, void *arg);
 typedef keel_status (*keel_db_done_fn)(struct keel_request *req, keel_status rc, void *arg);
 
-/* From a handler on its loop: on the thread pool, acquires a connection
- * for `intent` (the session is the request's user), runs fn(conn, arg)
- * (inside a retried transaction for KEEL_DB_WRITE), releases the
- * connection, then calls done(req, rc, arg) on the loop, where rc is fn's
- * result or the storage error. Returns KEEL_AGAIN (return it from the
- * handler) or KEEL_E_NOMEM. */
+/* From a handler on its loop: on the storage lane (a few threads, sized
+ * by KEEL_DATABASE_THREADS; docs/internals/storage.md), acquires a
+ * connection for `intent` (the session is the request's user), runs
+ * fn(conn, arg) (inside a retried transaction for KEEL_DB_WRITE), releases
+ * the connection, then calls done(req, rc, arg) on the loop, where rc is
+ * fn's result or the storage error (KEEL_E_UNAVAILABLE when no lane thread
+ * was free for 5 s). Returns KEEL_AGAIN (return it from the handler) or
+ * KEEL_E_NOMEM. */
 keel_status keel_db_run(struct keel_request *req,
                         enum keel_db_intent intent,
                         keel_db_fn fn,
                         keel_db_done_fn done,
                         void *arg);
+
+/* From a handler on its loop: runs work(arg) on the storage lane (as
+ * keel_db_run does; for work that manages its own transactions), then
+ * done(req, rc, arg) on the loop: rc is KEEL_OK after work ran, or
+ * KEEL_E_UNAVAILABLE when every lane thread stayed busy for the pool's
+ * whole wait (5 s) and work did not run. Returns KEEL_AGAIN or
+ * KEEL_E_NOMEM. `work` must not touch req. */
+typedef void (*keel_db_work_fn)(void *arg);
+keel_status
+keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg);
 
 /* ------------------------------------------------ LISTEN (PostgreSQL) */
 

@@ -30,6 +30,20 @@ enum keel_server_state keel_server_state(void);
  * start, before keel_server_run; at most 8 hooks. */
 struct uv_loop_s;
 keel_status keel_server_on_loop_close(void (*fn)(struct uv_loop_s *loop, unsigned loop_id));
+/* Work handed to a loop thread from another thread: fn(p) runs on loop
+ * `loop_id` soon after keel_server_post. Embed it in the object it
+ * finishes (container_of). */
+struct keel_post {
+    struct keel_post *next;
+    void (*fn)(struct keel_post *p);
+};
+
+/* Queues p for its loop and wakes the loop (one uv_async_t per loop; posts
+ * made before the loop wakes run in one batch, in order). Any thread. Only
+ * for work a parked request of that loop waits for: a loop closes only
+ * once it has no connection left, so it is still open. */
+void keel_server_post(unsigned loop_id, struct keel_post *p);
+
 /* Seconds since the server started (0 before). */
 int64_t keel_server_uptime(void);
 

@@ -35,9 +35,8 @@
  * loop, park as waiters of the flight. The result completes the flight on
  * whichever thread has it (the pool thread that ran the load, or the
  * leader's loop for an L2 hit): L1 is filled and the flight removed under
- * the table's mutex, and each waiter is queued on its own loop's slot (a
- * mutex-protected list and a uv_async_t, created lazily by the loop and
- * closed by a keel_server_on_loop_close hook) with a reference to the
+ * the table's mutex, and each waiter is posted to its own loop
+ * (keel_server_post) with a reference to the
  * shared, refcounted result. A waiter whose connection was cut is resumed
  * (which drops it) without an answer; nothing else depends on it. Loads run
  * as our own uv_queue_work, not keel_db_run, whose completion is skipped
@@ -98,7 +97,6 @@ static struct {
 } S;
 
 static struct keel_metric *m_up;
-static bool hook_registered;
 
 /* ------------------------------------------------------------- metrics */
 
@@ -322,7 +320,7 @@ static void state_init(const struct keel_config *cfg, struct keel_db *db)
     c->l1_ttl_ms = cfg->cache_l1_ttl_ms > UINT32_MAX ? UINT32_MAX : (uint32_t)cfg->cache_l1_ttl_ms;
     c->db = db;
     c->pg = db && strcmp(keel_db_dialect(db), "postgres") == 0;
-    keel__cache_get_init(cfg->threads ? cfg->threads : 1);
+    keel__cache_get_init();
     state_ready = true;
 }
 
@@ -336,11 +334,7 @@ keel_status keel_cache_init(const struct keel_config *cfg, struct keel_db *db)
         return KEEL_OK;
     }
     state_init(cfg, db);
-    if (!hook_registered) {
-        rc = keel_server_on_loop_close(keel__cache_loop_close);
-        hook_registered = rc == KEEL_OK;
-    }
-    keel__cache.on = rc == KEEL_OK; /* before the listeners, which apply messages */
+    keel__cache.on = true; /* before the listeners, which apply messages */
     if (rc == KEEL_OK && keel_redis_enabled()) {
         rc = keel__cache_sub_start(cfg->redis_url);
         S.redis_listening = rc == KEEL_OK;

@@ -12,10 +12,9 @@
  * waiters. Completing a flight fills L1 and unlinks the flight under the
  * table's mutex, and a miss looks at the table and L1 again under it:
  * "not cached and nobody loading" is one decision, so two loads of a key
- * never overlap. Waiters are answered on their own loop: each loop has a
- * slot, a mutex-protected list plus a uv_async_t created lazily on the
- * loop's thread and closed by a keel_server_on_loop_close hook (a loop
- * closes only when no connection is left, so never with a waiter in it).
+ * never overlap. Waiters are answered on their own loop, handed over with
+ * keel_server_post (a loop closes only when no connection is left, so
+ * never with a waiter in it).
  * Loads run as our own uv_queue_work rather than keel_db_run, which skips
  * its completion for a cut connection and skips the function when no
  * connection could be acquired: either would strand the waiters.
@@ -34,6 +33,7 @@
 #include "keel/log.h"
 #include "keel/metrics.h"
 #include "keel/redis.h"
+#include "keel/server.h"
 
 #include "cache/cache_int.h"
 
@@ -74,6 +74,7 @@ struct result {
 
 struct waiter {
     struct waiter *next;
+    struct keel_post post; /* the answer's hand-off to the waiter's loop */
     struct keel_request *req;
     keel_cache_done_fn done;
     void *arg;
@@ -108,20 +109,9 @@ struct flight {
     uv_work_t work;
 };
 
-/* A loop's inbox of answered waiters (the cross-loop hand-off). */
-struct slot {
-    pthread_mutex_t mu;
-    uv_async_t async;
-    bool inited; /* its loop's thread only */
-    bool closed; /* mu */
-    struct waiter *head, *tail;
-};
-
 static struct {
     pthread_mutex_t fmu;
     struct flight *flights[FLIGHT_BUCKETS];
-    struct slot *slots;
-    unsigned nslots;
     _Atomic uint64_t lease_seq, epoch_target;
     atomic_bool epoch_busy;
 } G;
@@ -217,77 +207,15 @@ answer(struct keel_request *req, const struct result *r, keel_cache_done_fn done
 
 /* ------------------------------------------------- cross-loop hand-off */
 
-static void on_slot(uv_async_t *a)
+/* On the waiter's loop (keel_server_post): its request is still parked
+ * there, so the loop is open. */
+static void on_answer(struct keel_post *p)
 {
-    struct slot *s = a->data;
-    struct waiter *w, *next;
+    struct waiter *w = KEEL_CONTAINER_OF(p, struct waiter, post);
+    struct result *r = w->res;
 
-    pthread_mutex_lock(&s->mu);
-    w = s->head;
-    s->head = s->tail = NULL;
-    pthread_mutex_unlock(&s->mu);
-    for (; w; w = next) {
-        struct result *r = w->res;
-
-        next = w->next; /* w lives in its request's arena: read it first */
-        answer(w->req, r, w->done, w->arg);
-        result_unref(r);
-    }
-}
-
-/* Makes the calling loop's slot (its own thread only). */
-static keel_status slot_ready(struct keel_request *req)
-{
-    unsigned id = keel_request_thread(req);
-    struct slot *s;
-
-    if (id >= G.nslots)
-        return keel_errorf(req, KEEL_E_INTERNAL, "cache: loop %u has no slot", id);
-    s = &G.slots[id];
-    if (s->inited)
-        return KEEL_OK;
-    if (uv_async_init(keel_request_uv_loop(req), &s->async, on_slot) < 0)
-        return keel_errorf(req, KEEL_E_INTERNAL, "cache: uv_async_init failed");
-    s->async.data = s;
-    s->inited = true;
-    return KEEL_OK;
-}
-
-/* Any thread. The loop cannot have closed its slot: the waiter's parked
- * request holds a connection, and a loop closes only without any. */
-static void slot_push(struct waiter *w)
-{
-    struct slot *s = &G.slots[w->loop];
-
-    w->next = NULL;
-    pthread_mutex_lock(&s->mu);
-    if (KEEL_NEVER(s->closed)) {
-        pthread_mutex_unlock(&s->mu);
-        keel_log(KEEL_LOG_ERROR, "cache: answer for a closed loop dropped");
-        return;
-    }
-    if (s->tail)
-        s->tail->next = w;
-    else
-        s->head = w;
-    s->tail = w;
-    uv_async_send(&s->async); /* under mu: the loop cannot close it meanwhile */
-    pthread_mutex_unlock(&s->mu);
-}
-
-/* keel_server_on_loop_close hook: the loop has no connection left. */
-void keel__cache_loop_close(uv_loop_t *loop, unsigned id)
-{
-    struct slot *s;
-
-    (void)loop;
-    if (id >= G.nslots || !G.slots[id].inited)
-        return;
-    s = &G.slots[id];
-    pthread_mutex_lock(&s->mu);
-    s->closed = true;
-    pthread_mutex_unlock(&s->mu);
-    uv_close((uv_handle_t *)&s->async, NULL);
+    answer(w->req, r, w->done, w->arg); /* w lives in its request's arena */
+    result_unref(r);
 }
 
 /* ----------------------------------------------------- in-flight table */
@@ -339,7 +267,8 @@ static void complete(struct flight *f, struct result *res)
         next = w->next;
         atomic_fetch_add(&res->refs, 1);
         w->res = res;
-        slot_push(w);
+        w->post.fn = on_answer;
+        keel_server_post(w->loop, &w->post);
     }
 }
 
@@ -716,9 +645,6 @@ static keel_status miss(struct keel_request *req, const struct call *c)
 
     if (!w || !f)
         return KEEL_E_NOMEM;
-    rc = slot_ready(req);
-    if (rc < 0)
-        return rc;
     keel_buf_init(&b, KEEL_CACHE_VALUE_MAX + 1);
     pthread_mutex_lock(&G.fmu);
     lead_f = flight_find(h, c->l1key, c->l1len);
@@ -779,26 +705,13 @@ keel_status keel_cache_get(struct keel_request *req,
 
 /* ---------------------------------------------------------- life cycle */
 
-void keel__cache_get_init(unsigned nloops)
+void keel__cache_get_init(void)
 {
-    unsigned i;
-
     memset(&G, 0, sizeof(G));
     pthread_mutex_init(&G.fmu, NULL);
-    G.slots = keel_xcalloc(nloops, sizeof(*G.slots));
-    for (i = 0; i < nloops; i++)
-        pthread_mutex_init(&G.slots[i].mu, NULL);
-    G.nslots = nloops;
 }
 
 void keel__cache_get_fini(void)
 {
-    unsigned i;
-
-    for (i = 0; i < G.nslots; i++)
-        pthread_mutex_destroy(&G.slots[i].mu);
-    free(G.slots);
-    G.slots = NULL;
-    G.nslots = 0;
     pthread_mutex_destroy(&G.fmu);
 }

@@ -154,12 +154,9 @@ void keel__cache_count(const char *layer, const char *result);
 
 /* ------------------------------------------------------------ cache_get.c */
 
-/* The read path's tables for nloops loops, and their release. */
-void keel__cache_get_init(unsigned nloops);
+/* The read path's tables, and their release. */
+void keel__cache_get_init(void);
 void keel__cache_get_fini(void);
-
-/* keel_server_on_loop_close hook: closes the loop's hand-off handle. */
-void keel__cache_loop_close(struct uv_loop_s *loop, unsigned id);
 
 /* Drops an L1 key and marks a load of it in flight as stale (its result
  * serves its requests, fills nothing). forget_all does it for everything:

@@ -70,6 +70,8 @@ static const struct opt options[] = {
      "URLS", "comma-separated postgres:// URIs of read replicas"},
     {"KEEL_DATABASE_POOL_SIZE", T_U32, 0, OFF(database_pool_size), "16", 1, 1024, NULL, "N",
      "database connections per process (and per replica), 1..1024"},
+    {"KEEL_DATABASE_THREADS", T_U32, 0, OFF(database_threads), "0", 0, 1024, NULL, "N",
+     "threads that run storage work, 0..1024 (0 = two per usable CPU)"},
     {"KEEL_REDIS_URL", T_URL, F_SECRET, OFF(redis_url), NULL, 0, 0, redis_schemes, "URL",
      "redis://host:port/db; empty = in-process cache and limits"},
     {"KEEL_JWT_SECRET", T_STR, F_SECRET, OFF(jwt_secret), NULL, 0, 0, NULL, "KEY",

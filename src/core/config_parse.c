@@ -15,7 +15,6 @@
  */
 #include <arpa/inet.h>
 #include <inttypes.h>
-#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -553,27 +552,13 @@ static bool parse_bool(struct val *v, void *field)
     return true;
 }
 
-/* The CPUs this process may run on: the affinity mask honours taskset and
- * container cpusets, which the online count does not. */
-static uint64_t usable_cpus(void)
-{
-    cpu_set_t set;
-    long n = -1;
-
-    if (sched_getaffinity(0, sizeof(set), &set) == 0)
-        n = CPU_COUNT(&set);
-    if (n < 1)
-        n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n < 1 ? 1 : (uint64_t)n;
-}
-
 static bool parse_uint(struct val *v, void *field)
 {
     const struct opt *o = v->o;
     uint64_t n;
 
     if ((o->flags & F_AUTO_CPUS) && strcasecmp(v->text, "auto") == 0) {
-        n = usable_cpus();
+        n = keel_cpu_count();
         n = n < o->min ? o->min : n > o->max ? o->max : n;
     } else if (!parse_u64(v->text, strlen(v->text), &n) || n < o->min || n > o->max) {
         return keel__config_reject(v, NULL,

@@ -1,11 +1,13 @@
 /*
  * util.c - checked allocation, assertion failure, string views and clocks.
  */
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "keel/core.h"
 
@@ -107,6 +109,18 @@ bool keel_str_caseeq(struct keel_str a, const char *lit)
     size_t n = strlen(lit);
 
     return a.len == n && strncasecmp(a.p, lit, n) == 0;
+}
+
+unsigned keel_cpu_count(void)
+{
+    cpu_set_t set;
+    long n = -1;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n < 1)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (unsigned)n;
 }
 
 uint64_t keel_now_ns(void)

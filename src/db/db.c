@@ -44,8 +44,10 @@
 #include "keel/health.h"
 #include "keel/http.h"
 #include "keel/json.h"
+#include "keel/lane.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
+#include "keel/server.h"
 
 #include "db/db_int.h"
 
@@ -105,6 +107,7 @@ struct session {
 
 struct keel_db {
     const struct keel_db_driver *drv;
+    struct keel_lane *lane; /* runs keel_db_run / keel_db_offload work */
     struct keel_db_pool primary;
     struct keel_db_pool *replicas;
     unsigned nreplicas;
@@ -830,11 +833,19 @@ keel_status keel_db_transaction(struct keel_db *db,
 
 /* ------------------------------------------------------- from the loop */
 
+/* A storage job from a request: run on the storage lane (keel/lane.h),
+ * finished on the request's loop (keel_server_post). */
 struct db_job {
+    struct keel_lane_job lane;
+    struct keel_post post;
+    struct keel_request *req;
+    unsigned loop;
     struct keel_db *db;
+    /* keel_db_run: fn on a connection for `intent`; keel_db_offload: work. */
     enum keel_db_intent intent;
     struct keel_db_session sess;
     keel_db_fn fn;
+    keel_db_work_fn work;
     keel_db_done_fn done;
     void *arg;
     keel_status rc;
@@ -847,27 +858,77 @@ static keel_status job_tx(struct keel_db_conn *c, void *arg)
     return j->fn(c, j->arg);
 }
 
-static void job_work(void *arg)
+static void job_run(struct keel_lane_job *lj)
 {
-    struct db_job *j = arg;
+    struct db_job *j = KEEL_CONTAINER_OF(lj, struct db_job, lane);
     struct keel_db_conn *c;
 
-    if (j->intent == KEEL_DB_WRITE) {
+    if (j->work) {
+        j->work(j->arg);
+        j->rc = KEEL_OK;
+    } else if (j->intent == KEEL_DB_WRITE) {
         j->rc = keel_db_transaction(j->db, &j->sess, job_tx, j);
-        return;
+    } else {
+        j->rc = keel_db_acquire(j->db, j->intent, &j->sess, &c);
+        if (j->rc == KEEL_OK) {
+            j->rc = j->fn(c, j->arg);
+            keel_db_release(c);
+        }
     }
-    j->rc = keel_db_acquire(j->db, j->intent, &j->sess, &c);
-    if (j->rc < 0)
-        return;
-    j->rc = j->fn(c, j->arg);
-    keel_db_release(c);
 }
 
-static keel_status job_done(struct keel_request *req, void *arg)
+/* On the request's loop. */
+static void job_finish(struct keel_post *p)
 {
-    struct db_job *j = arg;
+    struct db_job *j = KEEL_CONTAINER_OF(p, struct db_job, post);
+    struct keel_request *req = j->req;
 
-    return j->done(req, j->rc, j->arg);
+    if (keel_request_cut(req)) {
+        keel_request_resume(req, KEEL_DONE); /* nothing to answer; drops req */
+        return;
+    }
+    keel_request_resume(req, j->done(req, j->rc, j->arg));
+}
+
+static void job_complete(struct keel_lane_job *lj)
+{
+    struct db_job *j = KEEL_CONTAINER_OF(lj, struct db_job, lane);
+
+    if (lj->expired) {
+        /* Every lane thread was busy for the pool's whole wait (a hung
+         * database): refused like a checkout that timed out. */
+        j->rc = KEEL_E_UNAVAILABLE;
+        count_error(KEEL_E_TIMEOUT);
+    }
+    keel_server_post(j->loop, &j->post);
+}
+
+static keel_status job_submit(struct keel_request *req, struct db_job *j)
+{
+    j->db = default_db;
+    if (!j->db)
+        return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
+    j->req = req;
+    j->loop = keel_request_thread(req);
+    j->sess.key = req->user_id;
+    j->lane.run = job_run;
+    j->lane.complete = job_complete;
+    j->post.fn = job_finish;
+    keel_lane_submit(j->db->lane, &j->lane);
+    return keel_request_park(req);
+}
+
+keel_status
+keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg)
+{
+    struct db_job *j = keel_arena_calloc(req->arena, 1, sizeof(*j));
+
+    if (!j)
+        return KEEL_E_NOMEM;
+    j->work = work;
+    j->done = done;
+    j->arg = arg;
+    return job_submit(req, j);
 }
 
 keel_status keel_db_run(struct keel_request *req,
@@ -880,15 +941,11 @@ keel_status keel_db_run(struct keel_request *req,
 
     if (!j)
         return KEEL_E_NOMEM;
-    j->db = default_db;
-    if (!j->db)
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
     j->intent = intent;
-    j->sess.key = req->user_id;
     j->fn = fn;
     j->done = done;
     j->arg = arg;
-    return keel_request_offload(req, job_work, job_done, j);
+    return job_submit(req, j);
 }
 
 /* -------------------------------------------------------------- monitor */
@@ -1060,6 +1117,15 @@ static keel_status open_replicas(struct keel_db *db, const struct keel_config *c
     return KEEL_OK;
 }
 
+/* KEEL_DATABASE_THREADS, or two per usable CPU; never more than there are
+ * connections for them (docs/internals/storage.md "The storage lane"). */
+static unsigned lane_threads(const struct keel_config *cfg, unsigned conns)
+{
+    unsigned n = cfg->database_threads ? cfg->database_threads : 2 * keel_cpu_count();
+
+    return n > conns ? conns : n;
+}
+
 keel_status keel_db_open(const struct keel_config *cfg, struct keel_db **out)
 {
     struct keel_db *db;
@@ -1101,6 +1167,13 @@ keel_status keel_db_open(const struct keel_config *cfg, struct keel_db **out)
     }
     if (db->nreplicas && pthread_create(&db->monitor, NULL, monitor_main, db) == 0)
         db->monitor_running = true;
+    rc = keel_lane_start("keel-db", lane_threads(cfg, size * (1 + db->nreplicas)), WAIT_MS,
+                         &db->lane);
+    if (rc < 0) {
+        keel_log(KEEL_LOG_ERROR, "cannot start the storage threads");
+        keel_db_close(db);
+        return rc;
+    }
     *out = db;
     return KEEL_OK;
 }
@@ -1111,6 +1184,7 @@ void keel_db_close(struct keel_db *db)
 
     if (!db)
         return;
+    keel_lane_stop(db->lane); /* idle by now: no request is in flight */
     if (db->monitor_running) {
         pthread_mutex_lock(&db->stop_mu);
         db->stop = true;

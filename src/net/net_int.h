@@ -7,6 +7,7 @@
 #define KEEL_NET_INT_H
 
 #include <llhttp.h>
+#include <pthread.h>
 #include <stdatomic.h>
 #include <time.h>
 #include <uv.h>
@@ -30,6 +31,10 @@ struct keel_loop {
     bool listening;
     uv_async_t wake; /* drain requests from the main thread */
     uv_timer_t tick; /* once a second: drain progress, forced close */
+    uv_async_t post; /* keel_server_post: runs the posted work */
+    pthread_mutex_t post_mu;
+    struct keel_post *post_head, *post_tail; /* post_mu */
+    bool post_closed;                        /* post_mu */
     uv_thread_t thread;
     struct keel_server *server;
     struct keel_conn *conns; /* doubly linked list of open connections */

@@ -114,6 +114,10 @@ static void close_loop_handles(struct keel_loop *loop)
         close_hooks[i](&loop->uv, loop->id);
     uv_close((uv_handle_t *)&loop->wake, NULL);
     uv_close((uv_handle_t *)&loop->tick, NULL);
+    pthread_mutex_lock(&loop->post_mu);
+    loop->post_closed = true;
+    pthread_mutex_unlock(&loop->post_mu);
+    uv_close((uv_handle_t *)&loop->post, NULL);
 }
 
 static void on_tick(uv_timer_t *t)
@@ -148,6 +152,47 @@ static void on_wake(uv_async_t *a)
     keel__conn_drain(loop, false);
     /* Check often while draining so the exit follows the last response. */
     uv_timer_start(&loop->tick, on_tick, 0, 50);
+}
+
+/* ------------------------------------------------------------- posts */
+
+static void on_post(uv_async_t *a)
+{
+    struct keel_loop *loop = a->data;
+    struct keel_post *p, *next;
+
+    pthread_mutex_lock(&loop->post_mu);
+    p = loop->post_head;
+    loop->post_head = loop->post_tail = NULL;
+    pthread_mutex_unlock(&loop->post_mu);
+    for (; p; p = next) {
+        next = p->next; /* fn may free p */
+        p->fn(p);
+    }
+}
+
+void keel_server_post(unsigned loop_id, struct keel_post *p)
+{
+    struct keel_loop *loop;
+
+    if (KEEL_NEVER(loop_id >= server.nloops))
+        return;
+    loop = &server.loops[loop_id];
+    p->next = NULL;
+    pthread_mutex_lock(&loop->post_mu);
+    if (KEEL_NEVER(loop->post_closed)) {
+        pthread_mutex_unlock(&loop->post_mu);
+        keel_log(KEEL_LOG_ERROR, "work posted to a closed loop dropped",
+                 KEEL_LF_INT("thread", loop_id));
+        return;
+    }
+    if (loop->post_tail)
+        loop->post_tail->next = p;
+    else
+        loop->post_head = p;
+    loop->post_tail = p;
+    uv_async_send(&loop->post); /* under post_mu: the loop cannot close it meanwhile */
+    pthread_mutex_unlock(&loop->post_mu);
 }
 
 static uv_async_t loops_done;
@@ -187,6 +232,9 @@ static keel_status loop_init(struct keel_loop *loop, unsigned id, int fd)
     loop->wake.data = loop;
     uv_timer_init(&loop->uv, &loop->tick);
     loop->tick.data = loop;
+    pthread_mutex_init(&loop->post_mu, NULL);
+    uv_async_init(&loop->uv, &loop->post, on_post);
+    loop->post.data = loop;
     return KEEL_OK;
 }
 
@@ -350,5 +398,8 @@ struct keel_loop *keel__server_test_loop(const struct keel_config *cfg, struct k
     loop.server = &server;
     loop.rbuf = keel_xmalloc(KEEL_READ_BUF);
     uv_loop_init(&loop.uv);
+    pthread_mutex_init(&loop.post_mu, NULL);
+    uv_async_init(&loop.uv, &loop.post, on_post);
+    loop.post.data = &loop;
     return &loop;
 }

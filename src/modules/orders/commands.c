@@ -510,10 +510,12 @@ static void work(void *arg)
     count_command(cmd);
 }
 
-static keel_status work_done(struct keel_request *req, void *arg)
+static keel_status work_done(struct keel_request *req, keel_status rc, void *arg)
 {
     struct job *j = arg;
 
+    if (rc < 0) /* not run: no lane thread came free in time */
+        j->cmd->rc = rc;
     return j->done(req, j->cmd);
 }
 
@@ -536,5 +538,5 @@ keel_status orders_submit(struct keel_request *req, struct orders_cmd *cmd, keel
     j->sess.key = req->user_id;
     j->cmd = cmd;
     j->done = done;
-    return keel_request_offload(req, work, work_done, j);
+    return keel_db_offload(req, work, work_done, j);
 }

@@ -119,7 +119,7 @@ bool orders_status_known(const char *status);
 
 /* ---------------------------------------------------------- commands.c */
 
-/* Runs cmd's transaction on the thread pool (retrying the whole command
+/* Runs cmd's transaction on the storage lane (retrying the whole command
  * when its append loses a race, up to ORDERS_ATTEMPTS times), then
  * done(req, cmd) on the loop with cmd->rc and cmd->fail set. Returns
  * KEEL_AGAIN or KEEL_E_NOMEM. */
