@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 typedef enum keel_status {
     KEEL_OK = 0,
@@ -97,6 +98,9 @@ uint64_t keel_now_ns(void);
 /* The CPUs this process may run on: the affinity mask honours taskset and
  * container cpusets, which the online count does not. At least 1. */
 unsigned keel_cpu_count(void);
+/* The time `ms` milliseconds from now on `clock`, as a deadline for
+ * pthread_cond_timedwait (CLOCK_REALTIME unless the condition says). */
+struct timespec keel_deadline_in(clockid_t clock, unsigned ms);
 int64_t keel_wall_ms(void);
 
 /* Initializes a mutex that spins briefly before sleeping (glibc's adaptive

@@ -94,12 +94,7 @@ static void *reaper(void *arg)
 
     pthread_mutex_lock(&l->mu);
     while (!l->stop) {
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += REAP_MS * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        ts = keel_deadline_in(CLOCK_MONOTONIC, REAP_MS);
         pthread_cond_timedwait(&l->reap_cv, &l->mu, &ts);
         if (l->stop)
             break;

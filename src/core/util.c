@@ -123,6 +123,20 @@ unsigned keel_cpu_count(void)
     return n < 1 ? 1 : (unsigned)n;
 }
 
+struct timespec keel_deadline_in(clockid_t clock, unsigned ms)
+{
+    struct timespec ts;
+
+    clock_gettime(clock, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    return ts;
+}
+
 uint64_t keel_now_ns(void)
 {
     struct timespec ts;

@@ -348,8 +348,7 @@ static keel_status pool_checkout(struct keel_db_pool *p, struct keel_db_conn **o
     metrics_thread();
     pthread_mutex_lock(&p->mu);
     if (!p->free_list) {
-        clock_gettime(CLOCK_REALTIME, &deadline);
-        deadline.tv_sec += WAIT_MS / 1000;
+        deadline = keel_deadline_in(CLOCK_REALTIME, WAIT_MS);
         gauge_add(m_waiting, p, 1);
         while (!p->free_list && w == 0) {
             p->waiting++;
@@ -1035,14 +1034,8 @@ static void *monitor_main(void *arg)
             probe_replica(db, &db->replicas[i]);
         pthread_mutex_lock(&db->stop_mu);
         if (!db->stop) {
-            struct timespec ts;
+            struct timespec ts = keel_deadline_in(CLOCK_REALTIME, MONITOR_MS);
 
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += MONITOR_MS * 1000000L;
-            if (ts.tv_nsec >= 1000000000L) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000L;
-            }
             pthread_cond_timedwait(&db->stop_cv, &db->stop_mu, &ts);
         }
     }
