@@ -30,6 +30,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_TAG=auth
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PY=${PYTHON:-python3}
 TOOL="$ROOT/bench/bench.py"
 ATOOL="$ROOT/bench/auth.py"
@@ -47,29 +50,12 @@ CONFIG_FLOOD="-t1 -c$FLOOD_CONNS"
 RATE=1000000000/s
 export BENCH_AUTH_EMAIL=bench@example.com BENCH_AUTH_PASSWORD=bench-password-123 # read by the Lua script
 
-log() { printf 'bench: auth: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-# seconds VALUE: wrk's "10s", "2m", "1h" or "10" as whole seconds (the flood runs 2 s longer).
-seconds() {
-    case $1 in
-    *h) echo $((${1%h} * 3600)) ;;
-    *m) echo $((${1%m} * 60)) ;;
-    *s) echo "${1%s}" ;;
-    *) echo "$1" ;;
-    esac
-}
 DSECS=$(seconds "$DURATION")
 [[ $DSECS =~ ^[0-9]+$ && $DSECS -ge 1 ]] || die "BENCH_DURATION must be whole seconds, minutes or hours (got '$DURATION')"
 [[ $ROUNDS =~ ^[0-9]+$ && $ROUNDS -ge 1 ]] || die "BENCH_ROUNDS must be >= 1 (got '$ROUNDS')"
 [[ $FLOOD_CONNS =~ ^[0-9]+$ && $FLOOD_CONNS -ge 1 ]] || die "BENCH_AUTH_FLOOD_CONNS must be >= 1"
 
-if [[ -z "${KEEL_BIN:-}" ]]; then
-    KEEL_BIN=build/keel
-    [[ -x $KEEL_BIN ]] || KEEL_BIN=build/src/keel
-fi
-[[ -x $KEEL_BIN ]] || die "no keel binary at $KEEL_BIN (run make build or set KEEL_BIN)"
-KEEL_BIN=$(cd "$(dirname "$KEEL_BIN")" && pwd)/$(basename "$KEEL_BIN")
+keel_bin
 for tool in "$WRK" "$PY"; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/ installs the bench deps)"
 done
@@ -78,22 +64,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-abench.XXXXXX")
 R="$TMP/results"
 mkdir -p "$R"
 KEEL_PID="" CHILD="" FLOOD="" # what cleanup stops; each is cleared once waited for
-
-# stop PID [SIGNAL] [SECONDS]: signal one process we started, wait for it, SIGKILL if it lingers.
-stop() {
-    local pid=$1 sig=${2:-TERM} secs=${3:-10} i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -s "$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running after ${secs}s, SIGKILL"
-        kill -s KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
     local rc=$? pid
@@ -105,8 +75,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-alive() { kill -0 "$1" 2>/dev/null; }
 
 show_logs() {
     local f

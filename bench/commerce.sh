@@ -37,6 +37,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_TAG=commerce
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PY=${PYTHON:-python3}
 TOOL="$ROOT/bench/bench.py"
 CTOOL="$ROOT/bench/commerce.py"
@@ -63,18 +66,6 @@ RATE=1000000000/s
 ADMIN_EMAIL=bench-admin@example.com
 PASSWORD=bench-password-123 # the admin's and the users'
 
-log() { printf 'bench: commerce: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-# seconds VALUE: wrk's "10s", "2m", "1h" or "10" as whole seconds (pgbench -T takes seconds).
-seconds() {
-    case $1 in
-    *h) echo $((${1%h} * 3600)) ;;
-    *m) echo $((${1%m} * 60)) ;;
-    *s) echo "${1%s}" ;;
-    *) echo "$1" ;;
-    esac
-}
 DSECS=$(seconds "$DURATION")
 WSECS=$(seconds "$WARMUP")
 for v in DSECS WSECS ROUNDS PRODUCTS ORDER_PRODUCTS USERS CONNS JOBS SCALE READ_PERCENT; do
@@ -88,12 +79,7 @@ done
 [[ $PARTS =~ ^[[:space:]]*[1-4]([[:space:]]+[1-4])*[[:space:]]*$ ]] ||
     die "BENCH_COMMERCE_PARTS takes part numbers 1 to 4 (got '$PARTS')"
 
-if [[ -z "${KEEL_BIN:-}" ]]; then
-    KEEL_BIN=build/keel
-    [[ -x $KEEL_BIN ]] || KEEL_BIN=build/src/keel
-fi
-[[ -x $KEEL_BIN ]] || die "no keel binary at $KEEL_BIN (run make build or set KEEL_BIN)"
-KEEL_BIN=$(cd "$(dirname "$KEEL_BIN")" && pwd)/$(basename "$KEEL_BIN")
+keel_bin
 for tool in "$WRK" "$PY"; do
     command -v "$tool" >/dev/null || die "$tool not found (scripts/ installs the bench deps)"
 done
@@ -113,49 +99,15 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-cbench.XXXXXX")
 R="$TMP/results"
 PGDATA="$TMP/pgdata"
 mkdir -p "$R"
-# As root PostgreSQL runs as postgres (it refuses root) in a directory that user owns; Keel,
-# Redis and the clients stay root and write there all the same.
-AS=()
-if [[ $(id -u) == 0 ]]; then
-    id -u postgres >/dev/null 2>&1 || die "running as root needs the postgres user (Debian package postgresql)"
-    chown postgres: "$TMP"
-    chmod 700 "$TMP"
-    AS=(runuser -u postgres --)
-fi
+# Keel, Redis and the clients stay root and write in the postgres-owned $TMP all the same.
+pg_user
 KEEL_PID="" KEEL_TAG="" CHILD="" REDIS_PID="" PG_STARTED=0 # what cleanup stops
-
-# stop PID [SIGNAL] [SECONDS]: signal one process we started, wait for it, SIGKILL if it lingers.
-stop() {
-    local pid=$1 sig=${2:-TERM} secs=${3:-10} i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -s "$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running after ${secs}s, SIGKILL"
-        kill -s KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
-
-stop_pg() {
-    [[ $PG_STARTED == 1 ]] || return 0
-    PG_STARTED=0
-    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 20 stop >/dev/null 2>&1 || {
-        # pg_ctl gave up: the postmaster is ours (its pid file is in our directory).
-        local pid
-        pid=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null || true)
-        [[ -z $pid ]] || { log "PostgreSQL did not stop, SIGKILL $pid"; kill -KILL "$pid" 2>/dev/null || true; }
-    }
-}
 
 cleanup() {
     local rc=$? pid
     trap - EXIT INT TERM
     for pid in "$CHILD" "$KEEL_PID" "$REDIS_PID"; do [[ -z $pid ]] || stop "$pid" TERM 5; done
-    stop_pg
+    pg_stop
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
@@ -163,18 +115,11 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-alive() { kill -0 "$1" 2>/dev/null; }
-
 show_logs() { # TAG
     local f
     for f in "$TMP/$1"/stderr.log "$TMP/$1"/stdout.log; do
         [[ -s $f ]] && { echo "--- ${f#"$TMP"/} (last lines)" >&2; tail -n 15 "$f" >&2; }
     done
-    return 0
-}
-
-show_pg_log() {
-    [[ -s $TMP/postgres.log ]] && { echo "--- postgres.log (last lines)" >&2; tail -n 20 "$TMP/postgres.log" >&2; }
     return 0
 }
 
@@ -260,17 +205,6 @@ stop_keel() {
 }
 
 # ------------------------------------------------------------------------------------ runners
-# run_bg OUT CMD...: a measured program in the background, so that INT/TERM reach the trap at
-# once; stdout and stderr to OUT. Returns its status.
-run_bg() {
-    local out=$1 rc=0
-    shift
-    "$@" >"$out" 2>&1 </dev/null &
-    CHILD=$!
-    wait "$CHILD" || rc=$?
-    CHILD=""
-    return "$rc"
-}
 
 # record NAME PART TARGET ROUND [--pgbench]: parse $R/NAME.txt; keep it unless warm-up (round 0).
 record() {
@@ -288,7 +222,7 @@ wrk_run() {
     local name=$1 part=$2 target=$3 round=$4 secs=$5 cfg=$6
     shift 6
     # shellcheck disable=SC2086 # cfg holds two wrk options
-    run_bg "$R/$name.txt" "$WRK" $cfg -d"${secs}s" --latency "$@" || log "wrk exited $? for $name"
+    run_bg "$R/$name.txt" "$R/$name.txt" "$WRK" $cfg -d"${secs}s" --latency "$@" || log "wrk exited $? for $name"
     check_servers "wrk $cfg ($name)"
     record "$name" "$part" "$target" "$round"
 }
@@ -297,7 +231,7 @@ wrk_run() {
 pgbench_run() {
     local name=$1 part=$2 target=$3 round=$4 secs=$5
     shift 5
-    run_bg "$R/$name.txt" "${PGB[@]}" "$@" -M prepared -c "$CONNS" -j "$JOBS" -T "$secs" -n postgres ||
+    run_bg "$R/$name.txt" "$R/$name.txt" "${PGB[@]}" "$@" -M prepared -c "$CONNS" -j "$JOBS" -T "$secs" -n postgres ||
         log "pgbench exited $? for $name: $(tail -n 3 "$R/$name.txt" | tr '\n' ' ')"
     check_servers "pgbench ($name)"
     record "$name" "$part" "$target" "$round" --pgbench
@@ -518,7 +452,7 @@ if want 2 || want 3 || want 4; then
     ! want 3 || part3
     stop_keel
     ! want 4 || part4
-    stop_pg
+    pg_stop
 fi
 "$PY" "$TOOL" meta "$R/meta.json" "load_end=$(cut -d' ' -f1-3 /proc/loadavg)"
 

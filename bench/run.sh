@@ -27,6 +27,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_TAG=""
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PY=${PYTHON:-python3}
 TOOL="$ROOT/bench/bench.py"
 DURATION=${BENCH_DURATION:-10s}
@@ -40,12 +43,7 @@ NGINX=${NGINX:-/usr/sbin/nginx}
 WRK=${WRK:-wrk}
 CONFIGS=("-t2 -c64" "-t1 -c32")
 
-if [[ -z "${KEEL_BIN:-}" ]]; then
-    KEEL_BIN=build/keel
-    [[ -x $KEEL_BIN ]] || KEEL_BIN=build/src/keel
-fi
-[[ -x $KEEL_BIN ]] || { echo "bench: no keel binary at $KEEL_BIN (run make build or set KEEL_BIN)" >&2; exit 1; }
-KEEL_BIN=$(cd "$(dirname "$KEEL_BIN")" && pwd)/$(basename "$KEEL_BIN")
+keel_bin
 for tool in "$NGINX" "$WRK" "$PY"; do
     command -v "$tool" >/dev/null || { echo "bench: $tool not found (scripts/ installs the bench deps)" >&2; exit 1; }
 done
@@ -54,24 +52,6 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-bench.XXXXXX")
 R="$TMP/results"
 mkdir -p "$R"
 PIDS=()
-
-log() { printf 'bench: %s\n' "$*" >&2; }
-
-# stop PID [SIGNAL] [SECONDS]: signal one process we started, wait for it, SIGKILL if it lingers.
-stop() {
-    local pid=$1 sig=${2:-TERM} secs=${3:-10} i
-    kill -0 "$pid" 2>/dev/null || { wait "$pid" 2>/dev/null || true; return 0; }
-    kill -s "$sig" "$pid" 2>/dev/null || true
-    for ((i = 0; i < secs * 10; i++)); do
-        kill -0 "$pid" 2>/dev/null || break
-        sleep 0.1
-    done
-    if kill -0 "$pid" 2>/dev/null; then
-        log "pid $pid still running after ${secs}s, SIGKILL"
-        kill -s KILL "$pid" 2>/dev/null || true
-    fi
-    wait "$pid" 2>/dev/null || true
-}
 
 STORAGE_PID=""
 AUTH_PID=""
@@ -90,8 +70,6 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-alive() { kill -0 "$1" 2>/dev/null; }
 
 # bg_wait PID: wait for a long-running helper started with &; unlike a foreground command, `wait`
 # returns as soon as INT/TERM arrives, so the trap stops everything at once.

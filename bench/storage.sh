@@ -22,6 +22,9 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
+BENCH_TAG=storage
+# shellcheck source=bench/lib.sh
+. "$ROOT/bench/lib.sh"
 PY=${PYTHON:-python3}
 TOOL="$ROOT/bench/bench.py"
 PG_BIN=${PG_BIN:-/usr/lib/postgresql/15/bin}
@@ -33,17 +36,6 @@ INTENT=${BENCH_DB_INTENT:-read}
 RESULTS=${BENCH_RESULTS:-$ROOT/bench/results}
 DB_BENCH_BIN=${DB_BENCH_BIN:-build/bench/db_bench}
 
-log() { printf 'bench: storage: %s\n' "$*" >&2; }
-die() { log "$*"; exit 1; }
-
-# seconds VALUE: "10", "10s" or "2m" as whole seconds (pgbench -T takes seconds only).
-seconds() {
-    case $1 in
-    *m) echo $((${1%m} * 60)) ;;
-    *s) echo "${1%s}" ;;
-    *) echo "$1" ;;
-    esac
-}
 DURATION=$(seconds "${BENCH_DURATION:-10}")
 WARMUP=$(seconds "${BENCH_DB_WARMUP:-3}")
 for v in CONNS JOBS ROUNDS SCALE DURATION WARMUP; do
@@ -63,14 +55,7 @@ TMP=$(mktemp -d "${TMPDIR:-/tmp}/keel-sbench.XXXXXX")
 R="$TMP/results"
 PGDATA="$TMP/pgdata"
 mkdir -p "$R"
-# As root the server runs as postgres (it refuses root) in a directory that user owns.
-AS=()
-if [[ $(id -u) == 0 ]]; then
-    id -u postgres >/dev/null 2>&1 || die "running as root needs the postgres user (Debian package postgresql)"
-    chown postgres: "$TMP"
-    chmod 700 "$TMP"
-    AS=(runuser -u postgres --)
-fi
+pg_user
 PG_STARTED=0
 CHILD=""
 
@@ -78,14 +63,7 @@ cleanup() {
     local rc=$?
     trap - EXIT INT TERM
     [[ -z $CHILD ]] || { kill "$CHILD" 2>/dev/null || true; wait "$CHILD" 2>/dev/null || true; }
-    if [[ $PG_STARTED == 1 ]]; then
-        "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -m fast -w -t 20 stop >/dev/null 2>&1 || {
-            # pg_ctl gave up: the postmaster is ours (its pid file is in our directory).
-            local pid
-            pid=$(head -n 1 "$PGDATA/postmaster.pid" 2>/dev/null || true)
-            [[ -z $pid ]] || { log "PostgreSQL did not stop, SIGKILL $pid"; kill -KILL "$pid" 2>/dev/null || true; }
-        }
-    fi
+    pg_stop
     if [[ ${BENCH_KEEP_TMP:-0} == 1 ]]; then log "kept $TMP"; else rm -rf "$TMP"; fi
     exit "$rc"
 }
@@ -93,22 +71,6 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-# run_bg OUT ERR CMD...: run a measured program in the background (stdout to OUT, stderr to ERR)
-# and wait for it, so that INT/TERM reach the trap at once instead of after a 10 s run.
-run_bg() {
-    local out=$1 err=$2 rc=0
-    shift 2
-    "$@" >"$out" 2>"$err" </dev/null &
-    CHILD=$!
-    wait "$CHILD" || rc=$?
-    CHILD=""
-    return "$rc"
-}
-
-show_pg_log() {
-    [[ -s $TMP/postgres.log ]] && { echo "--- postgres.log (last lines)" >&2; tail -n 20 "$TMP/postgres.log" >&2; }
-    return 0
-}
 
 # ------------------------------------------------------------------------------------ PostgreSQL
 PORT=$("$PY" "$TOOL" freeport)
