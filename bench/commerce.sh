@@ -303,22 +303,9 @@ cache_metrics() {
 # --------------------------------------------------------------------------------- PostgreSQL
 pg_setup() {
     PGPORT=$("$PY" "$TOOL" freeport)
-    log "initdb in $TMP, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PGPORT"
-    "${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync --locale=C \
-        >"$TMP/initdb.log" 2>&1 || { tail -n 20 "$TMP/initdb.log" >&2; die "initdb failed"; }
     # shared_buffers holds the pgbench tables and the catalog; the rest are defaults (fsync and
     # synchronous_commit on: an order and a TPC-B transaction each wait for their WAL flush).
-    cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PGPORT
-unix_socket_directories = '$TMP'
-max_connections = $((CONNS * 4 + 40))
-shared_buffers = $((SCALE * 16 + 256))MB
-logging_collector = off
-EOF
-    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/postgres.log" -w -t 60 start >/dev/null ||
-        { show_pg_log; die "PostgreSQL failed to start"; }
-    PG_STARTED=1
+    pg_start "$PGPORT" $((CONNS * 4 + 40)) $((SCALE * 16 + 256))
     PGB=("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PGPORT" -U postgres)
     PSQL=("$PG_BIN/psql" -h 127.0.0.1 -p "$PGPORT" -U postgres -X -A -t -q)
     "${PSQL[@]}" -d postgres -c "CREATE DATABASE keel" || { show_pg_log; die "CREATE DATABASE keel failed"; }

@@ -75,6 +75,27 @@ pg_user() {
     fi
 }
 
+# pg_start PORT MAX_CONNECTIONS SHARED_BUFFERS_MB: initdb in $PGDATA (trust, loopback TCP only,
+# PORT, its socket in $TMP) and start it; defaults otherwise, so fsync and synchronous_commit
+# are on. Sets PG_STARTED=1; dies (with the server log) on failure.
+pg_start() {
+    local port=$1 maxconn=$2 shared=$3
+    log "initdb in $TMP, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$port"
+    "${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync --locale=C \
+        >"$TMP/initdb.log" 2>&1 || { tail -n 20 "$TMP/initdb.log" >&2; die "initdb failed"; }
+    cat >>"$PGDATA/postgresql.conf" <<EOF
+listen_addresses = '127.0.0.1'
+port = $port
+unix_socket_directories = '$TMP'
+max_connections = $maxconn
+shared_buffers = ${shared}MB
+logging_collector = off
+EOF
+    "${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/postgres.log" -w -t 60 start >/dev/null ||
+        { show_pg_log; die "PostgreSQL failed to start"; }
+    PG_STARTED=1
+}
+
 # pg_stop: stops the cluster in $PGDATA if this script started it (PG_STARTED=1).
 pg_stop() {
     [[ ${PG_STARTED:-0} == 1 ]] || return 0

@@ -74,22 +74,9 @@ trap 'exit 143' TERM
 
 # ------------------------------------------------------------------------------------ PostgreSQL
 PORT=$("$PY" "$TOOL" freeport)
-log "initdb in $TMP, PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') on 127.0.0.1:$PORT"
-"${AS[@]}" "$PG_BIN/initdb" -D "$PGDATA" -U postgres -A trust -E UTF8 --no-sync --locale=C \
-    >"$TMP/initdb.log" 2>&1 || { tail -n 20 "$TMP/initdb.log" >&2; die "initdb failed"; }
 # shared_buffers holds the whole scale-10 database (about 160 MB) so both clients read from
 # memory; the rest are defaults (fsync on, but the benchmark only reads).
-cat >>"$PGDATA/postgresql.conf" <<EOF
-listen_addresses = '127.0.0.1'
-port = $PORT
-unix_socket_directories = '$TMP'
-max_connections = $((CONNS * 2 + 20))
-shared_buffers = $((SCALE * 16 + 128))MB
-logging_collector = off
-EOF
-"${AS[@]}" "$PG_BIN/pg_ctl" -D "$PGDATA" -l "$TMP/postgres.log" -w -t 60 start >/dev/null ||
-    { show_pg_log; die "PostgreSQL failed to start"; }
-PG_STARTED=1
+pg_start "$PORT" $((CONNS * 2 + 20)) $((SCALE * 16 + 128))
 URL="postgres://postgres@127.0.0.1:$PORT/postgres"
 PGB=("$PG_BIN/pgbench" -h 127.0.0.1 -p "$PORT" -U postgres)
 
