@@ -222,6 +222,12 @@ keel_status keel_db_run(struct keel_request *req,
                         keel_db_done_fn done,
                         void *arg);
 
+/* The storage lane (keel/lane.h), for a module that runs its own storage
+ * jobs because they must complete even for a request whose connection was
+ * cut (the cache's loads, which other requests wait for). */
+struct keel_lane;
+struct keel_lane *keel_db_lane(struct keel_db *db);
+
 /* From a handler on its loop: runs work(arg) on the storage lane (as
  * keel_db_run does; for work that manages its own transactions), then
  * done(req, rc, arg) on the loop: rc is KEEL_OK after work ran, or

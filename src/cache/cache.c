@@ -1,6 +1,6 @@
 /*
  * cache.c - the two-layer read cache (include/keel/cache.h): L1 in process
- * (src/cache/l1.c), L2 in Redis, loads on the thread pool, one load per key
+ * (src/cache/l1.c), L2 in Redis, loads on the storage lane, one load per key
  * per process, and invalidation after commit on every instance. This file
  * holds the shared state, keys and generations, the application of
  * invalidations (local and received), the listeners and the life cycle;
@@ -39,8 +39,8 @@
  * (keel_server_post) with a reference to the
  * shared, refcounted result. A waiter whose connection was cut is resumed
  * (which drops it) without an answer; nothing else depends on it. Loads run
- * as our own uv_queue_work, not keel_db_run, whose completion is skipped
- * for a cut connection: the waiters of a cut leader would never be
+ * as our own storage-lane jobs, not keel_db_run, whose completion is
+ * skipped for a cut connection: the waiters of a cut leader would never be
  * answered.
  *
  * Invalidation. keel_cache_invalidate drops the keys from L1 here, then in

@@ -15,9 +15,11 @@
  * never overlap. Waiters are answered on their own loop, handed over with
  * keel_server_post (a loop closes only when no connection is left, so
  * never with a waiter in it).
- * Loads run as our own uv_queue_work rather than keel_db_run, which skips
- * its completion for a cut connection and skips the function when no
- * connection could be acquired: either would strand the waiters.
+ * Loads run as our own jobs on the storage lane (keel_db_lane) rather than
+ * through keel_db_run, which skips its completion for a cut connection and
+ * skips the function when no connection could be acquired: either would
+ * strand the waiters. A load that waited too long for a lane thread still
+ * completes its flight (503), for the same reason.
  */
 #include <pthread.h>
 #include <stdatomic.h>
@@ -30,6 +32,7 @@
 #include "keel/db.h"
 #include "keel/http.h"
 #include "keel/l1cache.h"
+#include "keel/lane.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
 #include "keel/redis.h"
@@ -106,7 +109,10 @@ struct flight {
     size_t l2len;
     struct keel_buf out;
     struct result *res;
-    uv_work_t work;
+    keel_status load_rc;
+    unsigned loop;            /* the leader's */
+    struct keel_lane_job job; /* the load, on the storage lane */
+    struct keel_post post;    /* then back to the leader's loop */
 };
 
 static struct {
@@ -407,9 +413,9 @@ static keel_status load_tx(struct keel_db_conn *c, void *arg)
 /* Pool thread: what keel_db_run does (intent, session, a transaction for
  * writes), then the flight's completion, which must happen whatever
  * becomes of the leader's connection. */
-static void load_work(uv_work_t *w)
+static void load_run(struct keel_lane_job *j)
 {
-    struct flight *f = w->data;
+    struct flight *f = KEEL_CONTAINER_OF(j, struct flight, job);
     struct keel_db *db = keel_db_default();
     struct keel_db_conn *c;
     keel_status rc;
@@ -425,11 +431,24 @@ static void load_work(uv_work_t *w)
             keel_db_release(c);
         }
     }
-    if (rc > 0)
-        rc = KEEL_OK;
+    f->load_rc = rc > 0 ? KEEL_OK : rc;
+}
+
+static void load_after(struct keel_post *p);
+
+/* After load_run, or instead of it when no lane thread came free in time
+ * (a hung database): the flight completes either way, so no waiter is
+ * stranded. */
+static void load_complete(struct keel_lane_job *j)
+{
+    struct flight *f = KEEL_CONTAINER_OF(j, struct flight, job);
+    keel_status rc = j->expired ? KEEL_E_UNAVAILABLE : f->load_rc;
+
     count_load(rc);
     complete(f, result_of_load(rc, &f->out));
     keel_buf_free(&f->out);
+    f->post.fn = load_after;
+    keel_server_post(f->loop, &f->post);
 }
 
 static bool l2_usable(struct keel_request *req);
@@ -470,12 +489,11 @@ static bool l2_fill(struct flight *f)
                                    a.n, a.v, a.len) == KEEL_OK;
 }
 
-/* The leader's loop, after load_work: fill L2, answer the leader. */
-static void load_after(uv_work_t *w, int status)
+/* The leader's loop, after load_complete: fill L2, answer the leader. */
+static void load_after(struct keel_post *p)
 {
-    struct flight *f = w->data;
+    struct flight *f = KEEL_CONTAINER_OF(p, struct flight, post);
 
-    (void)status; /* Keel never cancels work */
     if (!l2_fill(f))
         answer(f->req, f->res, f->done, f->arg);
 }
@@ -484,11 +502,14 @@ static keel_status load_start(struct keel_request *req, struct flight *f)
 {
     if (f->intent == KEEL_DB_READ && keel__cache_recent(&f->key))
         f->intent = KEEL_DB_READ_PRIMARY;
+    if (!keel_db_default())
+        return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
     f->sess.key = req->user_id;
-    f->work.data = f;
+    f->loop = keel_request_thread(req);
+    f->job.run = load_run;
+    f->job.complete = load_complete;
     keel_buf_init(&f->out, KEEL_CACHE_LOAD_MAX);
-    if (uv_queue_work(keel_request_uv_loop(req), &f->work, load_work, load_after) < 0)
-        return keel_errorf(req, KEEL_E_INTERNAL, "cache: uv_queue_work failed");
+    keel_lane_submit(keel_db_lane(keel_db_default()), &f->job);
     return KEEL_OK;
 }
 

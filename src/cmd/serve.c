@@ -35,11 +35,11 @@ static void serve_help(FILE *f)
 
 /* Sizes libuv's thread pool for blocking work unless the operator did; it
  * must happen before the pool's first use. Request storage work runs on the
- * storage lane (keel/lane.h), but cache loads and readiness checks run here
- * and each may hold a connection, so the pool gets a thread per connection
- * of every database pool, plus room for the rest (password hashing), so
- * that a hung database cannot take the threads the readiness probe needs
- * to say so. Idle threads cost nothing: libuv wakes one per job. */
+ * storage lane (keel/lane.h), but readiness checks and the cache's
+ * invalidation NOTIFY run here and each may hold a connection, so the pool gets a thread per
+ * connection of every database pool, plus room for the rest (password hashing), so that a hung
+ * database cannot take the threads the readiness probe needs to say so. Idle threads cost nothing:
+ * libuv wakes one per job. */
 static void size_thread_pool(const struct keel_config *cfg)
 {
     unsigned n = cfg->database_pool_size * (1 + (unsigned)cfg->database_replicas.count) + 4;

@@ -917,6 +917,11 @@ static keel_status job_submit(struct keel_request *req, struct db_job *j)
     return keel_request_park(req);
 }
 
+struct keel_lane *keel_db_lane(struct keel_db *db)
+{
+    return db->lane;
+}
+
 keel_status
 keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg)
 {
