@@ -258,18 +258,13 @@ def auth_block(rdir):
         verdicts.append(("(b) login flood measured", False))
         lines.append("  login flood: not measured")
 
-    failed = [n for n, ok in verdicts if not ok]
-    lines.append("AUTH: %s (%d/%d checks pass)%s" % (
-        bench.verdict(not failed), len(verdicts) - len(failed), len(verdicts),
-        "; failing: " + ", ".join(failed) if failed else ""))
+    lines.append(bench.verdicts_line("AUTH", verdicts))
     return "\n".join(lines) + "\n"
 
 
 def cmd_report(args):
     rdir, out_txt = args[0], args[1]
-    text = auth_block(rdir)
-    sys.stdout.write(text)
-    bench.replace_block(out_txt, TITLE, text)
+    bench.report(out_txt, TITLE, auth_block(rdir))
 
 
 COMMANDS = {

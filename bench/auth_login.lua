@@ -24,6 +24,9 @@ wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.body = '{"email":' .. json_string(email) .. ',"password":' .. json_string(password) .. '}'
 
+local dir = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
+dofile(dir .. "wrk_statuses.lua")
+
 local threads = {}
 
 function setup(thread)
@@ -39,23 +42,5 @@ function response(status, headers, body)
 end
 
 function done(summary, latency, requests)
-    local total = {}
-    for _, t in ipairs(threads) do
-        local s = t:get("statuses")
-        if s then
-            for code, n in pairs(s) do
-                total[code] = (total[code] or 0) + n
-            end
-        end
-    end
-    local codes = {}
-    for code in pairs(total) do
-        table.insert(codes, code)
-    end
-    table.sort(codes)
-    local parts = {}
-    for _, code in ipairs(codes) do
-        table.insert(parts, code .. "=" .. total[code])
-    end
-    io.write("auth_login statuses: " .. (#parts > 0 and table.concat(parts, " ") or "none") .. "\n")
+    io.write("auth_login statuses: " .. statuses_line(threads) .. "\n")
 end

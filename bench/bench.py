@@ -287,6 +287,21 @@ def verdict(ok):
     return "PASS" if ok else "FAIL"
 
 
+def verdicts_line(part, verdicts):
+    """The last line of a part's block: "PART: PASS (n/m checks pass)", naming the failing
+    checks; verdicts is a list of (name, ok)."""
+    failed = [name for name, ok in verdicts if not ok]
+    return "%s: %s (%d/%d checks pass)%s" % (
+        part, verdict(not failed), len(verdicts) - len(failed), len(verdicts),
+        "; failing: " + ", ".join(failed) if failed else "")
+
+
+def report(out_txt, title, text):
+    """Prints a part's summary block and puts it in out_txt (replace_block)."""
+    sys.stdout.write(text)
+    replace_block(out_txt, title, text)
+
+
 def errors_text(r):
     parts = []
     if r.get("non2xx"):
@@ -425,10 +440,7 @@ def cmd_report(args):
     lines.append("")
     lines += memory_section(mem, verdicts)
     lines.append("")
-    failed = [name for name, ok in verdicts if not ok]
-    lines.append("OVERALL: %s (%d/%d checks pass)%s" % (
-        verdict(not failed), len(verdicts) - len(failed), len(verdicts),
-        "; failing: " + ", ".join(failed) if failed else ""))
+    lines.append(verdicts_line("OVERALL", verdicts))
     text = "\n".join(lines) + "\n"
     sys.stdout.write(text)
     os.makedirs(os.path.dirname(out_txt) or ".", exist_ok=True)

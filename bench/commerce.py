@@ -485,18 +485,13 @@ def commerce_block(rdir):
                 verdicts.append(("(4) statuses other than 200 and 201", False))
         lines.append("  Keel's cache counters after the runs: %s" % meta.get("mixed_cache", "n/a"))
 
-    failed = [n for n, ok in verdicts if not ok]
-    lines.append("COMMERCE: %s (%d/%d checks pass)%s" % (
-        bench.verdict(not failed), len(verdicts) - len(failed), len(verdicts),
-        "; failing: " + ", ".join(failed) if failed else ""))
+    lines.append(bench.verdicts_line("COMMERCE", verdicts))
     return "\n".join(lines) + "\n"
 
 
 def cmd_report(args):
     rdir, out_txt = args[0], args[1]
-    text = commerce_block(rdir)
-    sys.stdout.write(text)
-    bench.replace_block(out_txt, TITLE, text)
+    bench.report(out_txt, TITLE, commerce_block(rdir))
     return 0
 
 

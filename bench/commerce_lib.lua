@@ -19,6 +19,8 @@
 --   commerce statuses: 200=91234 201=10111
 --   commerce latency: p50=812 p95=3120 p99=6543 max=20345   (microseconds)
 
+dofile((debug.getinfo(1, "S").source:match("^@(.*/)") or "./") .. "wrk_statuses.lua")
+
 commerce = {}
 
 local function lines(path, what)
@@ -124,24 +126,6 @@ function commerce.install(m)
         if mode ~= "order" and mode ~= "mixed" then
             return
         end
-        local total = {}
-        for _, t in ipairs(threads) do
-            local s = t:get("statuses")
-            if s then
-                for code, n in pairs(s) do
-                    total[code] = (total[code] or 0) + n
-                end
-            end
-        end
-        local codes = {}
-        for code in pairs(total) do
-            table.insert(codes, code)
-        end
-        table.sort(codes)
-        local parts = {}
-        for _, code in ipairs(codes) do
-            table.insert(parts, code .. "=" .. total[code])
-        end
-        io.write("commerce statuses: " .. (#parts > 0 and table.concat(parts, " ") or "none") .. "\n")
+        io.write("commerce statuses: " .. statuses_line(threads) .. "\n")
     end
 end
