@@ -9,8 +9,8 @@
  * statements the server dropped or can no longer plan), SQLSTATE mapping,
  * statement timeouts, serialization failures, killed connections and
  * commits, pipelining (deferred BEGIN and writes, failures that stop the
- * COMMIT, un-cached Parses, batches longer than a pipeline), WAL positions, passwords kept out of connect errors, and a
- * multi-host URI whose first host is down.
+ * COMMIT, un-cached Parses, batches longer than a pipeline), WAL positions, passwords kept out of
+ * connect errors, and a multi-host URI whose first host is down.
  */
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -600,13 +600,11 @@ static void test_pipeline(void **state)
      * undoes it. */
     assert_int_equal(DRV->begin(a, true), KEEL_OK);
     DRV->set_timeout(a, 1234);
-    assert_int_equal(scalar(a, "SELECT current_setting('statement_timeout')::interval = '1234ms'",
-                            NOPS, 0),
-                     1);
+    assert_int_equal(
+        scalar(a, "SELECT current_setting('statement_timeout')::interval = '1234ms'", NOPS, 0), 1);
     assert_int_equal(DRV->rollback(a), KEEL_OK);
-    assert_int_equal(scalar(a, "SELECT current_setting('statement_timeout')::interval = '5s'",
-                            NOPS, 0),
-                     1);
+    assert_int_equal(
+        scalar(a, "SELECT current_setting('statement_timeout')::interval = '5s'", NOPS, 0), 1);
 
     /* Lost with a deferred write and its COMMIT in flight: unknown, broken. */
     pid = backend_pid(a);
