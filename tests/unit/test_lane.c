@@ -11,10 +11,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <string.h>
-#include <time.h>
-#include <unistd.h>
 
 #include "keel/lane.h"
 
