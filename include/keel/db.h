@@ -203,6 +203,16 @@ keel_status keel_db_transaction(struct keel_db *db,
                                 keel_db_tx_fn fn,
                                 void *arg);
 
+/* Runs fn(conn, arg) on a connection for `intent` (the session records or
+ * routes read-your-writes; may be NULL), inside a retried transaction for
+ * KEEL_DB_WRITE, and releases the connection: what keel_db_run does on its
+ * thread. Returns fn's result or the storage error. Pool thread only. */
+keel_status keel_db_with(struct keel_db *db,
+                         enum keel_db_intent intent,
+                         const struct keel_db_session *sess,
+                         keel_db_tx_fn fn,
+                         void *arg);
+
 /* ------------------------------------------------------- from the loop */
 
 typedef keel_status (*keel_db_fn)(struct keel_db_conn *c, void *arg);

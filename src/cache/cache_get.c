@@ -410,27 +410,14 @@ static keel_status load_tx(struct keel_db_conn *c, void *arg)
     return f->load(c, f->arg, &f->out);
 }
 
-/* Pool thread: what keel_db_run does (intent, session, a transaction for
- * writes), then the flight's completion, which must happen whatever
- * becomes of the leader's connection. */
+/* Lane thread: what keel_db_run does (intent, session, a transaction for
+ * writes); the flight's completion follows in load_complete, which must
+ * happen whatever becomes of the leader's connection. */
 static void load_run(struct keel_lane_job *j)
 {
     struct flight *f = KEEL_CONTAINER_OF(j, struct flight, job);
-    struct keel_db *db = keel_db_default();
-    struct keel_db_conn *c;
-    keel_status rc;
+    keel_status rc = keel_db_with(keel_db_default(), f->intent, &f->sess, load_tx, f);
 
-    if (!db) {
-        rc = KEEL_E_UNAVAILABLE;
-    } else if (f->intent == KEEL_DB_WRITE) {
-        rc = keel_db_transaction(db, &f->sess, load_tx, f);
-    } else {
-        rc = keel_db_acquire(db, f->intent, &f->sess, &c);
-        if (rc == KEEL_OK) {
-            rc = load_tx(c, f);
-            keel_db_release(c);
-        }
-    }
     f->load_rc = rc > 0 ? KEEL_OK : rc;
 }
 

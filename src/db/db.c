@@ -830,6 +830,25 @@ keel_status keel_db_transaction(struct keel_db *db,
     return rc;
 }
 
+keel_status keel_db_with(struct keel_db *db,
+                         enum keel_db_intent intent,
+                         const struct keel_db_session *sess,
+                         keel_db_tx_fn fn,
+                         void *arg)
+{
+    struct keel_db_conn *c;
+    keel_status rc;
+
+    if (intent == KEEL_DB_WRITE)
+        return keel_db_transaction(db, sess, fn, arg);
+    rc = keel_db_acquire(db, intent, sess, &c);
+    if (rc < 0)
+        return rc;
+    rc = fn(c, arg);
+    keel_db_release(c);
+    return rc;
+}
+
 /* ------------------------------------------------------- from the loop */
 
 /* A storage job from a request: run on the storage lane (keel/lane.h),
@@ -850,29 +869,15 @@ struct db_job {
     keel_status rc;
 };
 
-static keel_status job_tx(struct keel_db_conn *c, void *arg)
-{
-    struct db_job *j = arg;
-
-    return j->fn(c, j->arg);
-}
-
 static void job_run(struct keel_lane_job *lj)
 {
     struct db_job *j = KEEL_CONTAINER_OF(lj, struct db_job, lane);
-    struct keel_db_conn *c;
 
     if (j->work) {
         j->work(j->arg);
         j->rc = KEEL_OK;
-    } else if (j->intent == KEEL_DB_WRITE) {
-        j->rc = keel_db_transaction(j->db, &j->sess, job_tx, j);
     } else {
-        j->rc = keel_db_acquire(j->db, j->intent, &j->sess, &c);
-        if (j->rc == KEEL_OK) {
-            j->rc = j->fn(c, j->arg);
-            keel_db_release(c);
-        }
+        j->rc = keel_db_with(j->db, j->intent, &j->sess, j->fn, j->arg);
     }
 }
 
