@@ -107,10 +107,33 @@ typedef keel_status (*keel_phase_fn)(struct keel_request *req);
 typedef void (*keel_filter_fn)(struct keel_request *req);
 typedef void (*keel_log_fn)(struct keel_request *req);
 
+/* Where a middleware sits in SPEC section 2's order: phase handlers run
+ * by ascending order within their phase, and response filters and log
+ * handlers by ascending order too (the error sanitizer first, so every
+ * later filter sees the final response; compression last among filters,
+ * so it compresses the final body). Core middleware is listed in
+ * src/mw/registry.c; a module contributes its own (keel/module.h). */
+enum keel_mw_order {
+    KEEL_MW_ORDER_ERRORS = 100,
+    KEEL_MW_ORDER_REQUEST_ID = 200,
+    KEEL_MW_ORDER_SECURITY_HEADERS = 300,
+    KEEL_MW_ORDER_CORS = 400,
+    KEEL_MW_ORDER_BODY = 500,
+    KEEL_MW_ORDER_RATELIMIT_IP = 600,
+    KEEL_MW_ORDER_AUTHN = 700,
+    KEEL_MW_ORDER_RATELIMIT_USER = 800,
+    KEEL_MW_ORDER_AUTHZ = 900,
+    KEEL_MW_ORDER_VALIDATE = 1000,
+    KEEL_MW_ORDER_COMPRESS = 1100,
+    KEEL_MW_ORDER_METRICS = 1200,
+    KEEL_MW_ORDER_ACCESS_LOG = 1300,
+};
+
 struct keel_middleware {
     const char *name;
     keel_status (*init)(void); /* once at start, on the main thread; may be NULL */
     enum keel_phase phase;
+    int order; /* KEEL_MW_ORDER_* */
     keel_phase_fn handler; /* NULL: no phase handler */
     keel_filter_fn filter; /* NULL: no response filter */
     keel_log_fn log;       /* NULL: no log handler */
