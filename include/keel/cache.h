@@ -5,7 +5,7 @@
  * when configured), with invalidation after commit broadcast to every
  * instance.
  *
- * Reads:  L1 -> L2 -> load from the database (on the thread pool, with the
+ * Reads:  L1 -> L2 -> load from the database (on the storage lane, with the
  *         caller's intent: a replica when allowed) -> fill L2 and L1.
  *         One load per key per process at a time (stampede protection:
  *         later readers of the key wait for the first one's result). A
@@ -42,13 +42,13 @@
  * the gauge keel_cache_listener_up (1 while invalidations from other
  * instances can arrive: a listener is subscribed, or none is needed).
  *
- * KEEL_CACHE=off: every get loads through keel_db_run (source "db") and
+ * KEEL_CACHE=off: every get loads through keel_db_run_task (source "db") and
  * invalidate does nothing but return `then`.
  *
- * Threading: keel_cache_get and keel_cache_invalidate run on a request's
- * loop; init and shutdown on the main thread. Both may be called from a
- * handler or from any callback that continues the request with their
- * return value (a keel_db_run done, a parked request's callback).
+ * Threading: keel_cache_get_task and keel_cache_invalidate_task run on
+ * the task's loop; init and shutdown on the main thread. Both may be
+ * called from a handler or from any callback that continues the task with
+ * their return value (a keel_db_run_task done, a waiting task's callback).
  *
  * docs/internals/cache.md describes the design.
  */
@@ -63,7 +63,7 @@
 #include "keel/db.h"
 
 struct keel_config;
-struct keel_request;
+struct keel_task;
 
 #define KEEL_CACHE_KEY_MAX         200                /* bytes; longer keys are read uncached */
 #define KEEL_CACHE_VALUE_MAX       (256 * 1024)       /* larger values are served, not cached */
@@ -79,53 +79,57 @@ struct keel_request;
 keel_status keel_cache_init(const struct keel_config *cfg, struct keel_db *db);
 void keel_cache_shutdown(void);
 
-/* Loads the value of a key on a pool thread: appends it to `out` (at most
+/* Loads the value of a key on a storage-lane thread: appends it to `out` (at most
  * KEEL_CACHE_LOAD_MAX bytes) and returns KEEL_OK, or returns
  * KEEL_E_NOT_FOUND (cached as negative) or another error (not cached). */
 typedef keel_status (*keel_cache_load_fn)(struct keel_db_conn *c, void *arg, struct keel_buf *out);
 
-/* Called on the loop with the outcome: rc KEEL_OK and the value (valid
- * during the call only), KEEL_E_NOT_FOUND, or the load's error. `source`
- * says where it came from: "l1", "l2", "db" (for logs and tests). Its
- * return value continues the pipeline. */
-typedef keel_status (*keel_cache_done_fn)(struct keel_request *req,
-                                          keel_status rc,
-                                          const char *value,
-                                          size_t len,
-                                          const char *source,
-                                          void *arg);
+/* Called on the task's loop with the outcome: rc KEEL_OK and the value
+ * (valid during the call only), KEEL_E_NOT_FOUND, or the load's error.
+ * `source` says where it came from: "l1", "l2", "db" (for logs and
+ * tests). Its return value resumes the task (keel/task.h). Requests use
+ * keel_cache_done_fn (keel/http.h). */
+typedef keel_status (*keel_cache_task_done_fn)(struct keel_task *t,
+                                               keel_status rc,
+                                               const char *value,
+                                               size_t len,
+                                               const char *source,
+                                               void *arg);
 
 /* Reads `key` (NUL-terminated, <= KEEL_CACHE_KEY_MAX bytes) through the
- * layers; on a miss, load(conn, arg, out) runs on the thread pool with a
- * connection for `intent` (the request's user is the read-your-writes
- * session, as with keel_db_run; a KEEL_DB_READ of a key invalidated in the
- * last 10 s goes to the primary, so a lagging replica cannot refill the
- * cache with the old row). Values live ttl_ms in L2 and min(ttl_ms,
- * L1 TTL) in L1; ttl_ms 0, a longer key or a key "ns:*" are read without
- * the cache. The key is copied: it need not outlive the call. Returns what
- * done returned when the answer was in L1 (synchronously), else KEEL_AGAIN
- * (done will run later on the loop, unless the connection is cut
- * meanwhile) or an error (KEEL_E_NOMEM; done is then not called). */
-keel_status keel_cache_get(struct keel_request *req,
-                           const char *key,
-                           uint32_t ttl_ms,
-                           enum keel_db_intent intent,
-                           keel_cache_load_fn load,
-                           keel_cache_done_fn done,
-                           void *arg);
+ * layers for task t (a request: keel_cache_get, keel/http.h); on a miss,
+ * load(conn, arg, out) runs on the storage lane with a connection for
+ * `intent` (t->user_id is the read-your-writes session, as with
+ * keel_db_run_task; a KEEL_DB_READ of a key invalidated in the last 10 s
+ * goes to the primary, so a lagging replica cannot refill the cache with
+ * the old row). Values live ttl_ms in L2 and min(ttl_ms, L1 TTL) in L1;
+ * ttl_ms 0, a longer key or a key "ns:*" are read without the cache. The
+ * key is copied: it need not outlive the call. Returns what done returned
+ * when the answer was in L1 (synchronously), else KEEL_AGAIN (t waits;
+ * done runs later on its loop, unless t is gone by then) or an error
+ * (KEEL_E_NOMEM, KEEL_E_UNAVAILABLE when no database is open; done is
+ * then not called). */
+keel_status keel_cache_get_task(struct keel_task *t,
+                                const char *key,
+                                uint32_t ttl_ms,
+                                enum keel_db_intent intent,
+                                keel_cache_load_fn load,
+                                keel_cache_task_done_fn done,
+                                void *arg);
 
 /* After a commit: invalidates `nkeys` keys (or "ns:*" namespaces) here and
- * on every instance, then continues the request with `then` once L2 and the
- * broadcast have been sent (or failed: the L1 TTL bounds staleness).
- * Set the response before calling it (then = KEEL_DONE). Keys are copied;
- * keys that cannot be cached (too long, NULL) are skipped. With Redis the
- * keys go in one atomic script per message (DEL or namespace bump, then
- * PUBLISH); with PostgreSQL also by NOTIFY, in parallel (receivers apply
- * every copy). Returns KEEL_AGAIN, or `then` at once when there is nothing
- * to wait for (no Redis and no PostgreSQL, KEEL_CACHE=off, no valid key). */
-keel_status keel_cache_invalidate(struct keel_request *req,
-                                  const char *const *keys,
-                                  unsigned nkeys,
-                                  keel_status then);
+ * on every instance, then resumes t with `then` once L2 and the broadcast
+ * have been sent (or failed: the L1 TTL bounds staleness). A request sets
+ * its response before calling it (then = KEEL_DONE; keel_cache_invalidate,
+ * keel/http.h). Keys are copied; keys that cannot be cached (too long,
+ * NULL) are skipped. With Redis the keys go in one atomic script per
+ * message (DEL or namespace bump, then PUBLISH); with PostgreSQL also by
+ * NOTIFY, in parallel (receivers apply every copy). Returns KEEL_AGAIN (t
+ * waits), or `then` at once when there is nothing to wait for (no Redis
+ * and no PostgreSQL, KEEL_CACHE=off, no valid key). */
+keel_status keel_cache_invalidate_task(struct keel_task *t,
+                                       const char *const *keys,
+                                       unsigned nkeys,
+                                       keel_status then);
 
 #endif

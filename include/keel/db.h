@@ -7,10 +7,11 @@
  * vtable of src/db/db_int.h.
  *
  * Threading: every function below that takes a keel_db_conn runs on a
- * thread-pool thread and may block. From an event loop, use keel_db_run,
- * which acquires a connection on the pool, calls your function there, and
- * resumes the request on its loop (docs/internals/storage.md says why the
- * thread pool rather than libpq's asynchronous API).
+ * storage-lane thread (or another thread that may block). From an event
+ * loop, use keel_db_run_task (a request: keel_db_run), which acquires a
+ * connection on the storage lane, calls your function there, and resumes
+ * the task on its loop (docs/internals/storage.md says why threads rather
+ * than libpq's asynchronous API).
  *
  * SQL: statements use $1..$n placeholders in both dialects (SQLite accepts
  * "$1" as a parameter name). Values are always bound, never spliced: no SQL
@@ -34,8 +35,8 @@
 #include "keel/core.h"
 
 struct keel_config;
-struct keel_request;
 struct keel_db;
+struct keel_task;
 struct keel_db_conn;
 struct keel_db_rows;
 
@@ -215,38 +216,44 @@ keel_status keel_db_with(struct keel_db *db,
 
 /* ------------------------------------------------------- from the loop */
 
-typedef keel_status (*keel_db_fn)(struct keel_db_conn *c, void *arg);
-typedef keel_status (*keel_db_done_fn)(struct keel_request *req, keel_status rc, void *arg);
+/* From a task on its loop (keel/task.h: a request, a job, a timer's
+ * work). A request's handlers use the wrappers of keel/http.h
+ * (keel_db_run, keel_db_offload), which take the request. */
 
-/* From a handler on its loop: on the storage lane (a few threads, sized
- * by KEEL_DATABASE_THREADS; docs/internals/storage.md), acquires a
- * connection for `intent` (the session is the request's user), runs
- * fn(conn, arg) (inside a retried transaction for KEEL_DB_WRITE), releases
- * the connection, then calls done(req, rc, arg) on the loop, where rc is
- * fn's result or the storage error (KEEL_E_UNAVAILABLE when no lane thread
- * was free for 5 s). Returns KEEL_AGAIN (return it from the handler) or
- * KEEL_E_NOMEM. */
-keel_status keel_db_run(struct keel_request *req,
-                        enum keel_db_intent intent,
-                        keel_db_fn fn,
-                        keel_db_done_fn done,
-                        void *arg);
+typedef keel_status (*keel_db_fn)(struct keel_db_conn *c, void *arg);
+typedef keel_status (*keel_db_task_done_fn)(struct keel_task *t, keel_status rc, void *arg);
+
+/* On the storage lane (a few threads, sized by KEEL_DATABASE_THREADS;
+ * docs/internals/storage.md), acquires a connection for `intent` (the
+ * read-your-writes session is t->user_id), runs fn(conn, arg) (inside a
+ * retried transaction for KEEL_DB_WRITE), releases the connection, then
+ * calls done(t, rc, arg) on t's loop, where rc is fn's result or the
+ * storage error (KEEL_E_UNAVAILABLE when no lane thread was free for 5 s);
+ * done's return value resumes t (keel_task_resume). When t is gone by then
+ * done is skipped and t resumes with KEEL_DONE. Returns KEEL_AGAIN (t
+ * waits), KEEL_E_NOMEM, or KEEL_E_UNAVAILABLE (no database is open). */
+keel_status keel_db_run_task(struct keel_task *t,
+                             enum keel_db_intent intent,
+                             keel_db_fn fn,
+                             keel_db_task_done_fn done,
+                             void *arg);
 
 /* The storage lane (keel/lane.h), for a module that runs its own storage
- * jobs because they must complete even for a request whose connection was
- * cut (the cache's loads, which other requests wait for). */
+ * jobs because they must complete even for a task that went away (the
+ * cache's loads, which other tasks wait for). */
 struct keel_lane;
 struct keel_lane *keel_db_lane(struct keel_db *db);
 
-/* From a handler on its loop: runs work(arg) on the storage lane (as
- * keel_db_run does; for work that manages its own transactions), then
- * done(req, rc, arg) on the loop: rc is KEEL_OK after work ran, or
- * KEEL_E_UNAVAILABLE when every lane thread stayed busy for the pool's
- * whole wait (5 s) and work did not run. Returns KEEL_AGAIN or
- * KEEL_E_NOMEM. `work` must not touch req. */
+/* Runs work(arg) on the storage lane (as keel_db_run_task does; for work
+ * that manages its own transactions), then done(t, rc, arg) on t's loop:
+ * rc is KEEL_OK after work ran, or KEEL_E_UNAVAILABLE when every lane
+ * thread stayed busy for the pool's whole wait (5 s) and work did not
+ * run. Returns as keel_db_run_task. `work` must not touch t. */
 typedef void (*keel_db_work_fn)(void *arg);
-keel_status
-keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg);
+keel_status keel_db_offload_task(struct keel_task *t,
+                                 keel_db_work_fn work,
+                                 keel_db_task_done_fn done,
+                                 void *arg);
 
 /* ------------------------------------------------ LISTEN (PostgreSQL) */
 

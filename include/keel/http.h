@@ -3,6 +3,9 @@
  * its response, routes as data, middleware phases, errors as problem+json,
  * and the way to run blocking work off the event loop.
  *
+ * A request is a task (keel/task.h): the storage, cache and offload
+ * calls below are the task APIs with the request's own callbacks.
+ *
  * Ownership: everything reachable from a keel_request lives in its arena
  * (req->arena) or is released by a cleanup registered on it, and is gone
  * once the response is written and logged. Strings passed to the response
@@ -17,11 +20,14 @@
 
 #include "keel/arena.h"
 #include "keel/buf.h"
+#include "keel/cache.h"
 #include "keel/core.h"
+#include "keel/db.h"
+#include "keel/task.h"
 
 struct json_object;
 struct keel_conn;
-struct keel_loop;
+struct keel_http_loop;
 struct keel_request;
 
 /* Methods Keel routes. Any other method token is answered 501. */
@@ -58,6 +64,26 @@ enum keel_body {
     KEEL_BODY_NONE,          /* a body, if sent, is read and ignored */
     KEEL_BODY_JSON,          /* application/json required (415), parsed strictly (400) */
     KEEL_BODY_JSON_OPTIONAL, /* as KEEL_BODY_JSON when a body is sent; none: req->json NULL */
+    KEEL_BODY_STREAM,        /* handed to the route's sink as it arrives, never buffered */
+};
+
+/* Where a streamed body goes (KEEL_BODY_STREAM): the bytes are handed
+ * over as they are read, so memory does not grow with the body. Reading
+ * starts after the access phases (authentication, rate limits): a refused
+ * request's body is never read. */
+struct keel_body_sink {
+    /* Once, before the first byte (it may keep its state in
+     * req->body_ctx and register cleanups on the arena: a request cut
+     * half-way ends with the arena). An error answers the request with it
+     * and the body is not read. May be NULL. */
+    keel_status (*open)(struct keel_request *req);
+    /* The next bytes of the body, valid during the call only. KEEL_OK:
+     * more may come at once. KEEL_AGAIN: the bytes were taken, but the
+     * sink is busy: reading pauses (backpressure) until the sink calls
+     * keel_request_body_resume. An error (< 0, usually from keel_fail)
+     * ends the request with that answer; the connection then closes. When
+     * the body is complete the pipeline goes on (VALIDATE, the handler). */
+    keel_status (*write)(struct keel_request *req, const char *p, size_t n);
 };
 
 struct keel_schema; /* keel/schema.h */
@@ -73,8 +99,9 @@ struct keel_route {
     const char *permission; /* "resource:action", NULL = none */
     const struct keel_schema *schema;
     enum keel_body body;
-    size_t max_body; /* 0 = KEEL_MAX_BODY_BYTES */
-    uint32_t flags;  /* KEEL_ROUTE_* */
+    size_t max_body;                   /* 0 = KEEL_MAX_BODY_BYTES */
+    uint32_t flags;                    /* KEEL_ROUTE_* */
+    const struct keel_body_sink *sink; /* KEEL_BODY_STREAM only */
 };
 
 #define KEEL_ROUTE_NO_LOG       0x1u /* no access log line (probes) */
@@ -86,15 +113,20 @@ struct keel_route {
 
 /* ----------------------------------------------------------- middleware */
 
-/* The phases of SPEC section 2 / STYLE.md section 2, in order. Handlers of
+/* The phases of SPEC section 2 / STYLE.md section 2, in order. The phases
+ * up to ACCESS run as soon as the head of the request is in, before its
+ * body is read; the BODY phase reads it (sending 100 Continue if the
+ * client asked), so an unauthenticated or rate-limited request is answered
+ * without its body. Handlers of
  * a phase run in registration order; each returns KEEL_OK (next phase),
  * KEEL_DECLINED (next handler in this phase), KEEL_DONE (response ready:
  * skip to the response), KEEL_AGAIN (parked: call keel_request_resume), or
  * an error (< 0), which the error sanitizer turns into problem+json. */
 enum keel_phase {
     KEEL_PHASE_POST_READ, /* request id, trace context */
-    KEEL_PHASE_PREACCESS, /* CORS preflight, body parsing */
+    KEEL_PHASE_PREACCESS, /* CORS preflight, body media type */
     KEEL_PHASE_ACCESS,    /* rate limit, authenticate, authorize */
+    KEEL_PHASE_BODY,      /* the body is read first (or streamed), then parsed */
     KEEL_PHASE_VALIDATE,  /* body schema */
     KEEL_PHASE_CONTENT,   /* the route's handler */
     KEEL_PHASE_COUNT,
@@ -133,7 +165,7 @@ struct keel_middleware {
     const char *name;
     keel_status (*init)(void); /* once at start, on the main thread; may be NULL */
     enum keel_phase phase;
-    int order; /* KEEL_MW_ORDER_* */
+    int order;             /* KEEL_MW_ORDER_* */
     keel_phase_fn handler; /* NULL: no phase handler */
     keel_filter_fn filter; /* NULL: no response filter */
     keel_log_fn log;       /* NULL: no log handler */
@@ -160,10 +192,20 @@ struct keel_response {
     void *stream_ctx;
 };
 
+/* Slots for middleware state in a request (keel_request.mw_data). */
+enum {
+    KEEL_MW_SLOT_CORS,
+    KEEL_MW_SLOT_AUTH,
+    KEEL_MW_SLOT_RATELIMIT, /* src/mw/ratelimit.c: the decision behind the RateLimit headers */
+    KEEL_MW_SLOT_CLIENTIP,  /* keel_request_client: the resolved client address */
+    KEEL_MW_SLOT_COUNT,
+};
+
 struct keel_request {
+    struct keel_task task; /* a request is a task; task.user_id is set by authentication */
     struct keel_conn *conn;
-    struct keel_loop *loop;
-    struct keel_arena *arena;
+    struct keel_http_loop *loop;
+    struct keel_arena *arena; /* == task.arena */
     const struct keel_config *cfg;
 
     enum keel_method method;
@@ -177,6 +219,9 @@ struct keel_request {
     char *body; /* NUL-terminated; NULL when there was no body */
     size_t body_len;
     struct keel_buf body_buf;
+    size_t body_limit;        /* the route's (or KEEL_MAX_BODY_BYTES) */
+    uint64_t body_received;   /* bytes of body so far (streamed ones too) */
+    void *body_ctx;           /* a streamed body's sink state */
     struct json_object *json; /* parsed body for KEEL_BODY_JSON routes */
 
     const struct keel_route *route; /* NULL: no route matched */
@@ -190,7 +235,6 @@ struct keel_request {
 
     char request_id[129];
     uint64_t start_ns;
-    const char *user_id; /* set by authentication; NULL when anonymous */
 
     struct keel_response resp;
 
@@ -206,17 +250,7 @@ struct keel_request {
     /* Pipeline position, for KEEL_AGAIN resumption. */
     enum keel_phase phase;
     unsigned mw_index;
-    bool parked;
-    unsigned holds;   /* waits outstanding (park, offload), each holding the connection */
-    void *mw_data[8]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
-};
-
-enum {
-    KEEL_MW_SLOT_CORS,
-    KEEL_MW_SLOT_TRACE,
-    KEEL_MW_SLOT_AUTH,
-    KEEL_MW_SLOT_RATELIMIT, /* src/mw/ratelimit.c: the decision behind the RateLimit headers */
-    KEEL_MW_SLOT_CLIENTIP,  /* keel_request_client: the resolved client address */
+    void *mw_data[KEEL_MW_SLOT_COUNT]; /* slots for middleware state, indexed by KEEL_MW_SLOT_* */
 };
 
 /* Returns the first header with this name (case-insensitive), or NULL. */
@@ -259,23 +293,60 @@ keel_status keel_fail_field(struct keel_request *req, const char *field, const c
 keel_status keel_errorf(struct keel_request *req, keel_status rc, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
-/* --------------------------------------------------------- blocking work */
+/* ------------------------------------------- waiting: work, storage, cache */
 
-typedef void (*keel_work_fn)(void *arg);
+/* The request's side of the task APIs (keel/task.h, keel/db.h,
+ * keel/cache.h): each runs as the task call with req->task and calls back
+ * with the request. A done callback's return value continues the pipeline
+ * as if the parked handler had returned it; the connection and request
+ * stay alive until it has run, even if the client goes away (then the
+ * callback is skipped and the request dropped). Each returns KEEL_AGAIN
+ * (the caller returns it at once) or an error (nothing was started). */
+
 typedef keel_status (*keel_resume_fn)(struct keel_request *req, void *arg);
 
-/* Runs work(arg) on the thread pool, then done(req, arg) back on the
- * request's loop; done's return value continues the pipeline as if the
- * parked handler had returned it. Returns KEEL_AGAIN (the caller returns it
- * at once) or KEEL_E_NOMEM. The connection and request stay alive until
- * done has run, even if the client goes away. `work` must not touch req. */
+/* Runs work(arg) on libuv's thread pool (blocking work that is not
+ * storage), then done(req, arg). `work` must not touch req. */
 keel_status
 keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg);
 
+/* Storage (keel_db_run_task, keel_db_offload_task): the request's user is
+ * the read-your-writes session. KEEL_E_UNAVAILABLE when no database is
+ * configured (logged). */
+typedef keel_status (*keel_db_done_fn)(struct keel_request *req, keel_status rc, void *arg);
+keel_status keel_db_run(struct keel_request *req,
+                        enum keel_db_intent intent,
+                        keel_db_fn fn,
+                        keel_db_done_fn done,
+                        void *arg);
+keel_status
+keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg);
+
+/* The read cache (keel_cache_get_task, keel_cache_invalidate_task): the
+ * same contract with the request. keel_cache_get returns done's value
+ * directly on an L1 hit; keel_cache_invalidate returns `then` when there
+ * is nothing to wait for. */
+typedef keel_status (*keel_cache_done_fn)(struct keel_request *req,
+                                          keel_status rc,
+                                          const char *value,
+                                          size_t len,
+                                          const char *source,
+                                          void *arg);
+keel_status keel_cache_get(struct keel_request *req,
+                           const char *key,
+                           uint32_t ttl_ms,
+                           enum keel_db_intent intent,
+                           keel_cache_load_fn load,
+                           keel_cache_done_fn done,
+                           void *arg);
+keel_status keel_cache_invalidate(struct keel_request *req,
+                                  const char *const *keys,
+                                  unsigned nkeys,
+                                  keel_status then);
+
 /* Parks the request for an asynchronous callback that will come on its
- * loop (a Redis reply): the connection stays alive, even if it is cut
- * meanwhile, until keel_request_resume. Returns KEEL_AGAIN for the handler
- * to return. */
+ * loop (a Redis reply): keel_task_wait on req->task. Returns KEEL_AGAIN
+ * for the handler to return. */
 keel_status keel_request_park(struct keel_request *req);
 
 /* Resumes a parked request, continuing the pipeline with rc as if the
@@ -289,6 +360,15 @@ keel_status keel_request_park(struct keel_request *req);
  * keel_db_run) before the resume that ends the current one: compute rc
  * first, then resume with it (rc is then KEEL_AGAIN). */
 void keel_request_resume(struct keel_request *req, keel_status rc);
+
+/* The request of a task that is one (a request's own task, as the task
+ * callbacks see it). */
+struct keel_request *keel_task_request(struct keel_task *t);
+
+/* A streamed body's sink is ready for more (it returned KEEL_AGAIN from
+ * write): reading resumes. Loop thread; a no-op when reading is not
+ * paused. */
+void keel_request_body_resume(struct keel_request *req);
 
 /* The socket peer's address (AF_INET or AF_INET6). Returns KEEL_OK, or
  * KEEL_E_INVALID when it is unknown (the socket is gone). */

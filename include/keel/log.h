@@ -90,6 +90,22 @@ void keel_log_set_level(enum keel_log_level min_level);
  * load): guard expensive field preparation with it. */
 bool keel_log_enabled(enum keel_log_level lvl);
 
+/* The context of the work a thread is doing now (a request, a job): its
+ * fields are added to every line the thread writes meanwhile, after the
+ * caller's fields, unless the caller gave a field of the same name
+ * (SPEC section 6: "request_id ... in every log line of the request").
+ * NULL or empty members are left out. The struct is borrowed while set. */
+struct keel_log_ctx {
+    const char *request_id;
+    const char *trace_id;
+};
+
+/* Sets this thread's context (NULL: none) and returns the previous one,
+ * for the caller to restore when the work ends or pauses. */
+const struct keel_log_ctx *keel_log_ctx_set(const struct keel_log_ctx *ctx);
+/* This thread's context, or NULL. */
+const struct keel_log_ctx *keel_log_ctx_get(void);
+
 /* Writes one line with `n` fields (fields may be NULL when n is 0). `msg` may
  * be NULL (written as null). Thread-safe and allocation-free: the line is built
  * in a fixed thread-local buffer. A line the kernel does not accept (EAGAIN for

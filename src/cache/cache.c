@@ -36,7 +36,7 @@
  * whichever thread has it (the pool thread that ran the load, or the
  * leader's loop for an L2 hit): L1 is filled and the flight removed under
  * the table's mutex, and each waiter is posted to its own loop
- * (keel_server_post) with a reference to the
+ * (keel_loop_post) with a reference to the
  * shared, refcounted result. A waiter whose connection was cut is resumed
  * (which drops it) without an answer; nothing else depends on it. Loads run
  * as our own storage-lane jobs, not keel_db_run, whose completion is
@@ -70,7 +70,7 @@
 #include "keel/log.h"
 #include "keel/metrics.h"
 #include "keel/redis.h"
-#include "keel/server.h"
+#include "keel/runtime.h"
 
 #include "cache/cache_int.h"
 

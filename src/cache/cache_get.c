@@ -6,17 +6,17 @@
  *
  * DESIGN (cache.c has the whole picture, docs/internals/cache.md the long
  * form). The in-flight table is a mutex-protected hash keyed by L1 key. A
- * flight lives in its leader's arena; the leader's request stays held
+ * flight lives in its leader's arena; the leader task stays held
  * until the flight has completed, so the memory outlives every use. The
  * result is one refcounted heap block shared by the leader and the
  * waiters. Completing a flight fills L1 and unlinks the flight under the
  * table's mutex, and a miss looks at the table and L1 again under it:
  * "not cached and nobody loading" is one decision, so two loads of a key
  * never overlap. Waiters are answered on their own loop, handed over with
- * keel_server_post (a loop closes only when no connection is left, so
+ * keel_loop_post (a loop closes only when no connection is left, so
  * never with a waiter in it).
  * Loads run as our own jobs on the storage lane (keel_db_lane) rather than
- * through keel_db_run, which skips its completion for a cut connection and
+ * through keel_db_run_task, which skips its completion for a task that is gone and
  * skips the function when no connection could be acquired: either would
  * strand the waiters. A load that waited too long for a lane thread still
  * completes its flight (503), for the same reason.
@@ -28,15 +28,15 @@
 #include <string.h>
 #include <uv.h>
 
+#include "keel/arena.h"
 #include "keel/cache.h"
 #include "keel/db.h"
-#include "keel/http.h"
 #include "keel/l1cache.h"
 #include "keel/lane.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
 #include "keel/redis.h"
-#include "keel/server.h"
+#include "keel/task.h"
 
 #include "cache/cache_int.h"
 
@@ -78,15 +78,15 @@ struct result {
 struct waiter {
     struct waiter *next;
     struct keel_post post; /* the answer's hand-off to the waiter's loop */
-    struct keel_request *req;
-    keel_cache_done_fn done;
+    struct keel_task *task;
+    keel_cache_task_done_fn done;
     void *arg;
     struct result *res;
     unsigned loop;
 };
 
 /* A read past L1 in progress; lives in the leader's arena, which outlives
- * it (the leader's request is held until the flight has completed). */
+ * it (the leader task is held until the flight has completed). */
 struct flight {
     struct flight *hnext;
     uint64_t hash;
@@ -95,13 +95,13 @@ struct flight {
     struct waiter *waiters; /* table mutex */
     bool in_table;          /* table mutex */
     bool dirty;             /* table mutex: invalidated while loading */
-    struct keel_request *req;
+    struct keel_task *task;
     struct keel__cache_key key; /* points into keycopy */
     char *keycopy;
     uint32_t ttl_ms;
     enum keel_db_intent intent;
     keel_cache_load_fn load;
-    keel_cache_done_fn done;
+    keel_cache_task_done_fn done;
     void *arg;
     struct keel_db_session sess;
     char lease[48];
@@ -177,50 +177,41 @@ static bool tagged_ok(const char *p, size_t len)
            (p[0] == KEEL__CACHE_TAG_VALUE || (p[0] == KEEL__CACHE_TAG_NEGATIVE && len == 1));
 }
 
-/* -------------------------------------------------- holding a request */
+/* ---------------------------------------------------- answering a task */
 
-/* The connection stays alive while a request waits for us: a park holds
- * it, and the core counts holds (include/keel/http.h, keel_request_resume),
- * so the caller's done may start its own wait before we resume. */
-keel_status keel__cache_hold(struct keel_request *req)
-{
-    return keel_request_park(req);
-}
-
-/* Releases our hold and continues the pipeline with rc (drops the request
- * if its connection was cut). */
-void keel__cache_finish(struct keel_request *req, keel_status rc)
-{
-    keel_request_resume(req, rc);
-}
-
-/* Answers a held request through done, or drops it when it was cut. */
+/* A waiting task is held (keel_task_wait) until we answer it, and holds
+ * are counted (include/keel/task.h), so the caller's done may start its
+ * own wait before we resume. Answers through done, or drops the task when
+ * its owner went away. */
 static void
-answer(struct keel_request *req, const struct result *r, keel_cache_done_fn done, void *arg)
+answer(struct keel_task *t, const struct result *r, keel_cache_task_done_fn done, void *arg)
 {
+    const struct keel_log_ctx *prev;
     keel_status rc;
 
-    if (keel_request_cut(req)) {
-        keel__cache_finish(req, KEEL_DONE);
+    if (keel_task_gone(t)) {
+        keel_task_resume(t, KEEL_DONE);
         return;
     }
+    prev = keel_log_ctx_set(&t->log);
     if (r->rc == KEEL_OK)
-        rc = done(req, KEEL_OK, r->data + 1, r->len - 1, r->source, arg);
+        rc = done(t, KEEL_OK, r->data + 1, r->len - 1, r->source, arg);
     else
-        rc = done(req, r->rc, NULL, 0, r->source, arg);
-    keel__cache_finish(req, rc);
+        rc = done(t, r->rc, NULL, 0, r->source, arg);
+    keel_log_ctx_set(prev);
+    keel_task_resume(t, rc);
 }
 
 /* ------------------------------------------------- cross-loop hand-off */
 
-/* On the waiter's loop (keel_server_post): its request is still parked
- * there, so the loop is open. */
+/* On the waiter's loop (keel_loop_post): its task still waits there,
+ * which holds the loop open. */
 static void on_answer(struct keel_post *p)
 {
     struct waiter *w = KEEL_CONTAINER_OF(p, struct waiter, post);
     struct result *r = w->res;
 
-    answer(w->req, r, w->done, w->arg); /* w lives in its request's arena */
+    answer(w->task, r, w->done, w->arg); /* w lives in its task's arena */
     result_unref(r);
 }
 
@@ -274,7 +265,7 @@ static void complete(struct flight *f, struct result *res)
         atomic_fetch_add(&res->refs, 1);
         w->res = res;
         w->post.fn = on_answer;
-        keel_server_post(w->loop, &w->post);
+        keel_loop_post(w->loop, &w->post);
     }
 }
 
@@ -322,7 +313,7 @@ void keel__cache_forget_all(void)
 
 struct pass {
     keel_cache_load_fn load;
-    keel_cache_done_fn done;
+    keel_cache_task_done_fn done;
     void *arg;
     struct keel_buf out;
 };
@@ -334,14 +325,14 @@ static keel_status pass_load(struct keel_db_conn *c, void *arg)
     return p->load(c, p->arg, &p->out);
 }
 
-static keel_status pass_done(struct keel_request *req, keel_status rc, void *arg)
+static keel_status pass_done(struct keel_task *t, keel_status rc, void *arg)
 {
     struct pass *p = arg;
 
     if (rc > 0)
         rc = KEEL_OK;
     count_load(rc);
-    return p->done(req, rc, rc == KEEL_OK ? (p->out.data ? p->out.data : "") : NULL,
+    return p->done(t, rc, rc == KEEL_OK ? (p->out.data ? p->out.data : "") : NULL,
                    rc == KEEL_OK ? p->out.len : 0, "db", p->arg);
 }
 
@@ -351,13 +342,13 @@ static void pass_free(void *p)
 }
 
 /* No caching (KEEL_CACHE=off, keys that cannot be cached, ttl 0). */
-static keel_status pass_through(struct keel_request *req,
+static keel_status pass_through(struct keel_task *t,
                                 enum keel_db_intent intent,
                                 keel_cache_load_fn load,
-                                keel_cache_done_fn done,
+                                keel_cache_task_done_fn done,
                                 void *arg)
 {
-    struct pass *p = keel_arena_calloc(req->arena, 1, sizeof(*p));
+    struct pass *p = keel_arena_calloc(t->arena, 1, sizeof(*p));
 
     if (!p)
         return KEEL_E_NOMEM;
@@ -365,9 +356,9 @@ static keel_status pass_through(struct keel_request *req,
     p->done = done;
     p->arg = arg;
     keel_buf_init(&p->out, KEEL_CACHE_LOAD_MAX);
-    if (keel_arena_defer(req->arena, pass_free, p) < 0)
+    if (keel_arena_defer(t->arena, pass_free, p) < 0)
         return KEEL_E_NOMEM;
-    return keel_db_run(req, intent, pass_load, pass_done, p);
+    return keel_db_run_task(t, intent, pass_load, pass_done, p);
 }
 
 static bool l1_fetch(const char *key, size_t len, struct keel_buf *b)
@@ -377,14 +368,14 @@ static bool l1_fetch(const char *key, size_t len, struct keel_buf *b)
 }
 
 static keel_status
-l1_reply(struct keel_request *req, const struct keel_buf *b, keel_cache_done_fn done, void *arg)
+l1_reply(struct keel_task *t, const struct keel_buf *b, keel_cache_task_done_fn done, void *arg)
 {
     if (b->data[0] == KEEL__CACHE_TAG_NEGATIVE) {
         keel__cache_count("l1", "negative");
-        return done(req, KEEL_E_NOT_FOUND, NULL, 0, "l1", arg);
+        return done(t, KEEL_E_NOT_FOUND, NULL, 0, "l1", arg);
     }
     keel__cache_count("l1", "hit");
-    return done(req, KEEL_OK, b->data + 1, b->len - 1, "l1", arg);
+    return done(t, KEEL_OK, b->data + 1, b->len - 1, "l1", arg);
 }
 
 /* A Redis command's arguments (binary-safe), built on the stack. */
@@ -435,10 +426,10 @@ static void load_complete(struct keel_lane_job *j)
     complete(f, result_of_load(rc, &f->out));
     keel_buf_free(&f->out);
     f->post.fn = load_after;
-    keel_server_post(f->loop, &f->post);
+    keel_loop_post(f->loop, &f->post);
 }
 
-static bool l2_usable(struct keel_request *req);
+static bool l2_usable(struct keel_task *t);
 
 static void on_fill(keel_status rc, const struct keel_redis_reply *r, void *arg)
 {
@@ -449,7 +440,7 @@ static void on_fill(keel_status rc, const struct keel_redis_reply *r, void *arg)
      * if the message is lost. */
     if (rc == KEEL_OK && r->type == KEEL_REDIS_INTEGER && r->integer == 0)
         keel_l1_del(keel__cache.l1, f->l1key, f->l1len);
-    answer(f->req, f->res, f->done, f->arg);
+    answer(f->task, f->res, f->done, f->arg);
 }
 
 /* Replaces our lease in L2 with the result, or releases it; true when
@@ -457,12 +448,12 @@ static void on_fill(keel_status rc, const struct keel_redis_reply *r, void *arg)
  * a read that follows its response anywhere finds the value in L2. */
 static bool l2_fill(struct flight *f)
 {
-    struct keel_request *req = f->req;
+    struct keel_task *t = f->task;
     const struct result *r = f->res;
     struct args a = {0};
     char px[24];
 
-    if (!f->l2key || !l2_usable(req))
+    if (!f->l2key || !l2_usable(t))
         return false; /* the lease expires by itself */
     snprintf(px, sizeof(px), "%u", r->rc == KEEL_OK ? f->ttl_ms : KEEL_CACHE_NEGATIVE_TTL_MS);
     arg(&a, "EVAL", 4);
@@ -472,8 +463,8 @@ static bool l2_fill(struct flight *f)
     arg(&a, f->lease, strlen(f->lease));
     arg(&a, r->cached ? r->data : "", r->cached ? r->len : 0);
     arg(&a, px, strlen(px));
-    return keel_redis_command_argv(keel_request_uv_loop(req), keel_request_thread(req), on_fill, f,
-                                   a.n, a.v, a.len) == KEEL_OK;
+    return keel_redis_command_argv(keel_task_uv_loop(t), t->loop, on_fill, f, a.n, a.v, a.len) ==
+           KEEL_OK;
 }
 
 /* The leader's loop, after load_complete: fill L2, answer the leader. */
@@ -482,17 +473,17 @@ static void load_after(struct keel_post *p)
     struct flight *f = KEEL_CONTAINER_OF(p, struct flight, post);
 
     if (!l2_fill(f))
-        answer(f->req, f->res, f->done, f->arg);
+        answer(f->task, f->res, f->done, f->arg);
 }
 
-static keel_status load_start(struct keel_request *req, struct flight *f)
+static keel_status load_start(struct keel_task *t, struct flight *f)
 {
     if (f->intent == KEEL_DB_READ && keel__cache_recent(&f->key))
         f->intent = KEEL_DB_READ_PRIMARY;
     if (!keel_db_default())
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
-    f->sess.key = req->user_id;
-    f->loop = keel_request_thread(req);
+        return KEEL_E_UNAVAILABLE;
+    f->sess.key = t->user_id;
+    f->loop = t->loop;
     f->job.run = load_run;
     f->job.complete = load_complete;
     keel_buf_init(&f->out, KEEL_CACHE_LOAD_MAX);
@@ -515,7 +506,7 @@ static void on_epoch(keel_status rc, const struct keel_redis_reply *r, void *arg
  * have missed it; otherwise the epoch is bumped first (every L2 key
  * carries it), which retires whatever the failed DEL should have
  * removed. */
-static bool l2_usable(struct keel_request *req)
+static bool l2_usable(struct keel_task *t)
 {
     uint64_t failed;
 
@@ -525,7 +516,7 @@ static bool l2_usable(struct keel_request *req)
         return true;
     if (!atomic_exchange(&G.epoch_busy, true)) {
         atomic_store(&G.epoch_target, failed);
-        if (keel_redis_command(keel_request_uv_loop(req), keel_request_thread(req), on_epoch, NULL,
+        if (keel_redis_command(keel_task_uv_loop(t), t->loop, on_epoch, NULL,
                                "INCR " KEEL__CACHE_EPOCH_KEY) != KEEL_OK)
             atomic_store(&G.epoch_busy, false);
     }
@@ -535,7 +526,7 @@ static bool l2_usable(struct keel_request *req)
 static void on_l2_read(keel_status rc, const struct keel_redis_reply *r, void *arg)
 {
     struct flight *f = arg;
-    struct keel_request *req = f->req;
+    struct keel_task *t = f->task;
     const struct keel_redis_reply *v;
 
     if (rc == KEEL_OK && r->type == KEEL_REDIS_ARRAY && r->elements == 2 &&
@@ -547,24 +538,24 @@ static void on_l2_read(keel_status rc, const struct keel_redis_reply *r, void *a
             keel__cache_count("l2", neg ? "negative" : "hit");
             complete(f, result_make(neg ? KEEL_E_NOT_FOUND : KEEL_OK, v->str[0], v->str + 1,
                                     v->len - 1, "l2"));
-            answer(req, f->res, f->done, f->arg);
+            answer(t, f->res, f->done, f->arg);
             return;
         }
         if (v->type == KEEL_REDIS_NIL) { /* our lease is in place */
-            f->l2key = keel_arena_memdup(req->arena, r->element[0].str, r->element[0].len);
+            f->l2key = keel_arena_memdup(t->arena, r->element[0].str, r->element[0].len);
             f->l2len = r->element[0].len;
         }
         /* Anything else is another instance's lease: load, leave L2 to it. */
     }
     keel__cache_count("l2", "miss");
-    rc = load_start(req, f);
+    rc = load_start(t, f);
     if (rc < 0) {
         complete(f, result_make(rc, 0, NULL, 0, "db"));
-        answer(req, f->res, f->done, f->arg);
+        answer(t, f->res, f->done, f->arg);
     }
 }
 
-static keel_status l2_read(struct keel_request *req, struct flight *f)
+static keel_status l2_read(struct keel_task *t, struct flight *f)
 {
     char px[16], genkey[sizeof(KEEL__CACHE_GEN_PREFIX) + KEEL_CACHE_KEY_MAX];
     struct args a = {0};
@@ -585,8 +576,7 @@ static keel_status l2_read(struct keel_request *req, struct flight *f)
     arg(&a, f->key.rest, f->key.restlen);
     arg(&a, f->lease, strlen(f->lease));
     arg(&a, px, strlen(px));
-    return keel_redis_command_argv(keel_request_uv_loop(req), keel_request_thread(req), on_l2_read,
-                                   f, a.n, a.v, a.len);
+    return keel_redis_command_argv(keel_task_uv_loop(t), t->loop, on_l2_read, f, a.n, a.v, a.len);
 }
 
 /* ------------------------------------------------------------ the miss */
@@ -598,24 +588,24 @@ struct call {
     uint32_t ttl_ms;
     enum keel_db_intent intent;
     keel_cache_load_fn load;
-    keel_cache_done_fn done;
+    keel_cache_task_done_fn done;
     void *arg;
 };
 
-static struct flight *flight_new(struct keel_request *req, const struct call *c, uint64_t h)
+static struct flight *flight_new(struct keel_task *t, const struct call *c, uint64_t h)
 {
-    struct flight *f = keel_arena_calloc(req->arena, 1, sizeof(*f));
+    struct flight *f = keel_arena_calloc(t->arena, 1, sizeof(*f));
 
     if (!f)
         return NULL;
     f->hash = h;
-    f->l1key = keel_arena_memdup(req->arena, c->l1key, c->l1len);
+    f->l1key = keel_arena_memdup(t->arena, c->l1key, c->l1len);
     f->l1len = c->l1len;
-    f->keycopy = keel_arena_memdup(req->arena, c->k.key, c->k.len);
+    f->keycopy = keel_arena_memdup(t->arena, c->k.key, c->k.len);
     if (!f->l1key || !f->keycopy || !keel__cache_key_split(f->keycopy, c->k.len, &f->key) ||
-        keel_arena_defer(req->arena, flight_cleanup, f) < 0)
+        keel_arena_defer(t->arena, flight_cleanup, f) < 0)
         return NULL;
-    f->req = req;
+    f->task = t;
     f->ttl_ms = c->ttl_ms;
     f->intent = c->intent;
     f->load = c->load;
@@ -625,29 +615,29 @@ static struct flight *flight_new(struct keel_request *req, const struct call *c,
 }
 
 /* The leader: L2 when it can be used, else (or after an L2 miss) a load. */
-static keel_status lead(struct keel_request *req, struct flight *f)
+static keel_status lead(struct keel_task *t, struct flight *f)
 {
     keel_status rc;
 
-    if (l2_usable(req) && l2_read(req, f) == KEEL_OK)
-        return keel__cache_hold(req);
-    rc = load_start(req, f);
+    if (l2_usable(t) && l2_read(t, f) == KEEL_OK)
+        return keel_task_wait(t);
+    rc = load_start(t, f);
     if (rc < 0) {
         complete(f, result_make(rc, 0, NULL, 0, "db"));
         return rc; /* waiters get rc too */
     }
-    return keel__cache_hold(req);
+    return keel_task_wait(t);
 }
 
 /* L1 missed: join the key's flight, or start one. The table's mutex makes
  * "no flight and not in L1" one decision: a completion fills L1 and leaves
  * the table in one step, so a second load of the same key cannot start
  * while the first one's result is being stored. */
-static keel_status miss(struct keel_request *req, const struct call *c)
+static keel_status miss(struct keel_task *t, const struct call *c)
 {
     uint64_t h = keel__cache_hash('f', c->l1key, c->l1len);
-    struct waiter *w = keel_arena_calloc(req->arena, 1, sizeof(*w));
-    struct flight *f = flight_new(req, c, h), *lead_f;
+    struct waiter *w = keel_arena_calloc(t->arena, 1, sizeof(*w));
+    struct flight *f = flight_new(t, c, h), *lead_f;
     struct keel_buf b;
     keel_status rc;
 
@@ -657,20 +647,20 @@ static keel_status miss(struct keel_request *req, const struct call *c)
     pthread_mutex_lock(&G.fmu);
     lead_f = flight_find(h, c->l1key, c->l1len);
     if (lead_f) {
-        w->req = req;
+        w->task = t;
         w->done = c->done;
         w->arg = c->arg;
-        w->loop = keel_request_thread(req);
+        w->loop = t->loop;
         w->next = lead_f->waiters;
         lead_f->waiters = w;
         pthread_mutex_unlock(&G.fmu);
         keel_buf_free(&b);
         keel__cache_count("l1", "miss");
-        return keel__cache_hold(req);
+        return keel_task_wait(t);
     }
     if (l1_fetch(c->l1key, c->l1len, &b)) { /* filled since our first look */
         pthread_mutex_unlock(&G.fmu);
-        rc = l1_reply(req, &b, c->done, c->arg);
+        rc = l1_reply(t, &b, c->done, c->arg);
         keel_buf_free(&b);
         return rc;
     }
@@ -680,16 +670,16 @@ static keel_status miss(struct keel_request *req, const struct call *c)
     pthread_mutex_unlock(&G.fmu);
     keel_buf_free(&b);
     keel__cache_count("l1", "miss");
-    return lead(req, f);
+    return lead(t, f);
 }
 
-keel_status keel_cache_get(struct keel_request *req,
-                           const char *key,
-                           uint32_t ttl_ms,
-                           enum keel_db_intent intent,
-                           keel_cache_load_fn load,
-                           keel_cache_done_fn done,
-                           void *arg)
+keel_status keel_cache_get_task(struct keel_task *t,
+                                const char *key,
+                                uint32_t ttl_ms,
+                                enum keel_db_intent intent,
+                                keel_cache_load_fn load,
+                                keel_cache_task_done_fn done,
+                                void *arg)
 {
     char l1k[KEEL__CACHE_L1KEY_MAX];
     struct call c = {.ttl_ms = ttl_ms, .intent = intent, .load = load, .done = done, .arg = arg};
@@ -698,17 +688,17 @@ keel_status keel_cache_get(struct keel_request *req,
 
     if (!keel__cache.on || ttl_ms == 0 || !key ||
         !keel__cache_key_split(key, strnlen(key, KEEL_CACHE_KEY_MAX + 1), &c.k) || c.k.flush)
-        return pass_through(req, intent, load, done, arg);
+        return pass_through(t, intent, load, done, arg);
     c.l1key = l1k;
     c.l1len = keel__cache_l1_key_now(&c.k, l1k);
     keel_buf_init(&b, KEEL_CACHE_VALUE_MAX + 1);
     if (l1_fetch(l1k, c.l1len, &b)) {
-        rc = l1_reply(req, &b, done, arg);
+        rc = l1_reply(t, &b, done, arg);
         keel_buf_free(&b);
         return rc;
     }
     keel_buf_free(&b);
-    return miss(req, &c);
+    return miss(t, &c);
 }
 
 /* ---------------------------------------------------------- life cycle */

@@ -20,7 +20,6 @@
 
 struct keel_l1;
 struct keel_metric;
-struct keel_request;
 struct uv_loop_s;
 
 #define KEEL__CACHE_REDIS_CHANNEL "keel:invalidate"
@@ -163,12 +162,6 @@ void keel__cache_get_fini(void);
  * L1 is cleared. Any thread. */
 void keel__cache_forget(const char *l1key, size_t len);
 void keel__cache_forget_all(void);
-
-/* Holds a request while it waits for the cache (correct also from inside
- * a callback that resumes it), and releases it, continuing the pipeline
- * with rc (or dropping the request if its connection was cut). */
-keel_status keel__cache_hold(struct keel_request *req);
-void keel__cache_finish(struct keel_request *req, keel_status rc);
 
 /* ------------------------------------------------ cache.c, for listeners */
 

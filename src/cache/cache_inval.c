@@ -23,10 +23,10 @@
 
 #include "keel/cache.h"
 #include "keel/db.h"
-#include "keel/http.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
 #include "keel/redis.h"
+#include "keel/task.h"
 
 #include "cache/cache_int.h"
 
@@ -56,9 +56,9 @@ struct chunk {
     struct keel_buf msg;
 };
 
-/* One keel_cache_invalidate call, on the heap until both channels answered. */
+/* One keel_cache_invalidate_task call, on the heap until both channels answered. */
 struct inval {
-    struct keel_request *req;
+    struct keel_task *task;
     keel_status then;
     unsigned pending;
     char **keys;
@@ -135,13 +135,13 @@ static void inval_chunks(struct inval *inv)
 
 static void inval_done(struct inval *inv)
 {
-    struct keel_request *req = inv->req;
+    struct keel_task *t = inv->task;
     keel_status then = inv->then;
 
     if (--inv->pending > 0)
         return;
     inval_free(inv);
-    keel__cache_finish(req, then);
+    keel_task_resume(t, then);
 }
 
 /* ------------------------------------------------------------ PostgreSQL */
@@ -247,8 +247,7 @@ static void retire_send(struct chunk *ch)
     keel_buf_init(&r->msg, KEEL__CACHE_MSG_MAX + 64);
     if (keel__cache_msg_encode(&r->msg, keel__cache.id, ch->seq, true,
                                (const char *const *)ch->inv->keys + ch->first, ch->count) == 0 ||
-        uv_queue_work(keel_request_uv_loop(ch->inv->req), &r->work, retire_work, retire_after) <
-            0) {
+        uv_queue_work(keel_task_uv_loop(ch->inv->task), &r->work, retire_work, retire_after) < 0) {
         keel_buf_free(&r->msg);
         free(r);
         return;
@@ -274,7 +273,7 @@ static void on_inval(keel_status rc, const struct keel_redis_reply *r, void *arg
     inval_done(ch->inv);
 }
 
-static keel_status inval_redis(struct keel_request *req, struct chunk *ch)
+static keel_status inval_redis(struct keel_task *t, struct chunk *ch)
 {
     unsigned argc = 6 + 3 * ch->count, i, n = 0;
     const char **v = keel_xcalloc(argc, sizeof(*v));
@@ -296,8 +295,7 @@ static keel_status inval_redis(struct keel_request *req, struct chunk *ch)
         ARG(k.rest, k.restlen);
     }
 #undef ARG
-    rc = keel_redis_command_argv(keel_request_uv_loop(req), keel_request_thread(req), on_inval, ch,
-                                 (int)argc, v, len);
+    rc = keel_redis_command_argv(keel_task_uv_loop(t), t->loop, on_inval, ch, (int)argc, v, len);
     free(v);
     free(len);
     return rc;
@@ -305,10 +303,10 @@ static keel_status inval_redis(struct keel_request *req, struct chunk *ch)
 
 /* ----------------------------------------------------------------------- */
 
-keel_status keel_cache_invalidate(struct keel_request *req,
-                                  const char *const *keys,
-                                  unsigned nkeys,
-                                  keel_status then)
+keel_status keel_cache_invalidate_task(struct keel_task *t,
+                                       const char *const *keys,
+                                       unsigned nkeys,
+                                       keel_status then)
 {
     struct inval *inv;
     unsigned i;
@@ -323,10 +321,10 @@ keel_status keel_cache_invalidate(struct keel_request *req,
         return then;
     }
     inval_chunks(inv);
-    inv->req = req;
+    inv->task = t;
     inv->then = then;
     for (i = 0; keel_redis_enabled() && i < inv->nchunks; i++) {
-        if (inval_redis(req, &inv->chunks[i]) == KEEL_OK) {
+        if (inval_redis(t, &inv->chunks[i]) == KEEL_OK) {
             inv->pending++;
         } else { /* Redis down or breaker open: L2 keeps what the DEL missed */
             atomic_fetch_add(&keel__cache.l2_failed, 1);
@@ -335,11 +333,11 @@ keel_status keel_cache_invalidate(struct keel_request *req,
     }
     inv->work.data = inv;
     if (keel__cache.pg &&
-        uv_queue_work(keel_request_uv_loop(req), &inv->work, notify_work, notify_after) == 0)
+        uv_queue_work(keel_task_uv_loop(t), &inv->work, notify_work, notify_after) == 0)
         inv->pending++;
     if (inv->pending == 0) {
         inval_free(inv);
         return then;
     }
-    return keel__cache_hold(req);
+    return keel_task_wait(t);
 }

@@ -1,6 +1,6 @@
 /*
  * serve.c - `keel serve`: configuration, logging, modules, middleware,
- * then the server until it is told to stop.
+ * then the HTTP server on the loop runtime until it is told to stop.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -18,6 +18,7 @@
 #include "keel/pipeline.h"
 #include "keel/redis.h"
 #include "keel/router.h"
+#include "keel/runtime.h"
 #include "keel/server.h"
 
 #include "keel_commit.h"
@@ -127,7 +128,7 @@ int keel_cmd_serve(int argc, char **argv)
     if (rc == KEEL_OK)
         rc = keel_redis_init(&cfg);
     if (rc == KEEL_OK)
-        rc = keel_server_on_loop_close(keel_redis_loop_close);
+        rc = keel_runtime_on_loop_close(keel_redis_loop_close);
     if (rc == KEEL_OK)
         rc = keel_cache_init(&cfg, db);
     if (rc == KEEL_OK)
@@ -135,7 +136,9 @@ int keel_cmd_serve(int argc, char **argv)
     if (rc == KEEL_OK)
         rc = keel_modules_start(&cfg, router);
     if (rc == KEEL_OK)
-        rc = keel_server_run(&cfg, router);
+        rc = keel_server_add(&cfg, router);
+    if (rc == KEEL_OK)
+        rc = keel_runtime_run(&cfg);
     keel_modules_stop();
     keel_cache_shutdown();
     keel_router_free(router);

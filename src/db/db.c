@@ -40,14 +40,14 @@
 #include <string.h>
 #include <time.h>
 
+#include "keel/arena.h"
 #include "keel/config.h"
 #include "keel/health.h"
-#include "keel/http.h"
 #include "keel/json.h"
 #include "keel/lane.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
-#include "keel/server.h"
+#include "keel/task.h"
 
 #include "db/db_int.h"
 
@@ -851,20 +851,19 @@ keel_status keel_db_with(struct keel_db *db,
 
 /* ------------------------------------------------------- from the loop */
 
-/* A storage job from a request: run on the storage lane (keel/lane.h),
- * finished on the request's loop (keel_server_post). */
+/* A storage job of a task: run on the storage lane (keel/lane.h),
+ * finished on the task's loop (keel_task_post). */
 struct db_job {
     struct keel_lane_job lane;
     struct keel_post post;
-    struct keel_request *req;
-    unsigned loop;
+    struct keel_task *task;
     struct keel_db *db;
-    /* keel_db_run: fn on a connection for `intent`; keel_db_offload: work. */
+    /* keel_db_run_task: fn on a connection for `intent`; keel_db_offload_task: work. */
     enum keel_db_intent intent;
     struct keel_db_session sess;
     keel_db_fn fn;
     keel_db_work_fn work;
-    keel_db_done_fn done;
+    keel_db_task_done_fn done;
     void *arg;
     keel_status rc;
 };
@@ -872,6 +871,7 @@ struct db_job {
 static void job_run(struct keel_lane_job *lj)
 {
     struct db_job *j = KEEL_CONTAINER_OF(lj, struct db_job, lane);
+    const struct keel_log_ctx *prev = keel_log_ctx_set(&j->task->log);
 
     if (j->work) {
         j->work(j->arg);
@@ -879,19 +879,22 @@ static void job_run(struct keel_lane_job *lj)
     } else {
         j->rc = keel_db_with(j->db, j->intent, &j->sess, j->fn, j->arg);
     }
+    keel_log_ctx_set(prev);
 }
 
-/* On the request's loop. */
+static keel_status job_done(struct keel_task *t, void *arg)
+{
+    struct db_job *j = arg;
+
+    return j->done(t, j->rc, j->arg);
+}
+
+/* On the task's loop. */
 static void job_finish(struct keel_post *p)
 {
     struct db_job *j = KEEL_CONTAINER_OF(p, struct db_job, post);
-    struct keel_request *req = j->req;
 
-    if (keel_request_cut(req)) {
-        keel_request_resume(req, KEEL_DONE); /* nothing to answer; drops req */
-        return;
-    }
-    keel_request_resume(req, j->done(req, j->rc, j->arg));
+    keel_task_complete(j->task, job_done, j);
 }
 
 static void job_complete(struct keel_lane_job *lj)
@@ -904,22 +907,22 @@ static void job_complete(struct keel_lane_job *lj)
         j->rc = KEEL_E_UNAVAILABLE;
         count_error(KEEL_E_TIMEOUT);
     }
-    keel_server_post(j->loop, &j->post);
+    keel_task_post(j->task, &j->post);
 }
 
-static keel_status job_submit(struct keel_request *req, struct db_job *j)
+static keel_status job_submit(struct keel_task *t, struct db_job *j)
 {
     j->db = default_db;
     if (!j->db)
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
-    j->req = req;
-    j->loop = keel_request_thread(req);
-    j->sess.key = req->user_id;
+        return KEEL_E_UNAVAILABLE;
+    j->task = t;
+    j->sess.key = t->user_id;
     j->lane.run = job_run;
     j->lane.complete = job_complete;
     j->post.fn = job_finish;
+    keel_task_wait(t);
     keel_lane_submit(j->db->lane, &j->lane);
-    return keel_request_park(req);
+    return KEEL_AGAIN;
 }
 
 struct keel_lane *keel_db_lane(struct keel_db *db)
@@ -927,26 +930,28 @@ struct keel_lane *keel_db_lane(struct keel_db *db)
     return db->lane;
 }
 
-keel_status
-keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg)
+keel_status keel_db_offload_task(struct keel_task *t,
+                                 keel_db_work_fn work,
+                                 keel_db_task_done_fn done,
+                                 void *arg)
 {
-    struct db_job *j = keel_arena_calloc(req->arena, 1, sizeof(*j));
+    struct db_job *j = keel_arena_calloc(t->arena, 1, sizeof(*j));
 
     if (!j)
         return KEEL_E_NOMEM;
     j->work = work;
     j->done = done;
     j->arg = arg;
-    return job_submit(req, j);
+    return job_submit(t, j);
 }
 
-keel_status keel_db_run(struct keel_request *req,
-                        enum keel_db_intent intent,
-                        keel_db_fn fn,
-                        keel_db_done_fn done,
-                        void *arg)
+keel_status keel_db_run_task(struct keel_task *t,
+                             enum keel_db_intent intent,
+                             keel_db_fn fn,
+                             keel_db_task_done_fn done,
+                             void *arg)
 {
-    struct db_job *j = keel_arena_calloc(req->arena, 1, sizeof(*j));
+    struct db_job *j = keel_arena_calloc(t->arena, 1, sizeof(*j));
 
     if (!j)
         return KEEL_E_NOMEM;
@@ -954,7 +959,7 @@ keel_status keel_db_run(struct keel_request *req,
     j->fn = fn;
     j->done = done;
     j->arg = arg;
-    return job_submit(req, j);
+    return job_submit(t, j);
 }
 
 /* -------------------------------------------------------------- monitor */

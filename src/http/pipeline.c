@@ -6,8 +6,14 @@
  * (nginx's phase engine: one checker interprets every handler's return
  * code). A handler that parks (KEEL_AGAIN) leaves its position in the
  * request; keel_request_resume continues from there with the status the
- * asynchronous work produced. The CONTENT phase is the router's decision:
+ * asynchronous work produced. The BODY phase starts with the body itself:
+ * the phases before it ran as soon as the head was in, and only now is the
+ * body read (or streamed to the route's sink), the request waiting for it
+ * like for any other result. The CONTENT phase is the router's decision:
  * the route's handler, an automatic OPTIONS answer, or 404/405.
+ *
+ * While the pipeline runs, the request's log context is the thread's, so
+ * every line logged meanwhile names the request.
  */
 #include "keel/pipeline.h"
 
@@ -16,7 +22,7 @@
 #include "keel/log.h"
 #include "keel/router.h"
 
-#include "net/net_int.h"
+#include "http/http_int.h"
 
 #define MAX_PER_PHASE 16
 #define MAX_FILTERS   16
@@ -54,11 +60,19 @@ static keel_status content(struct keel_request *req)
     return keel_fail(req, 405, NULL, "%s is not allowed here.", req->method_name);
 }
 
+/* The first handler of the BODY phase: the body, before whatever reads it. */
+static keel_status read_body(struct keel_request *req)
+{
+    return keel__conn_read_body(req->conn);
+}
+
 keel_status keel_pipeline_init(void)
 {
     unsigned i;
     keel_status rc;
 
+    phases[KEEL_PHASE_BODY][0] = read_body;
+    nphase[KEEL_PHASE_BODY] = 1;
     for (i = 0; i < keel_nmiddlewares; i++) {
         const struct keel_middleware *m = keel_middlewares[i];
 
@@ -89,13 +103,11 @@ keel_status keel_pipeline_init(void)
     return KEEL_OK;
 }
 
-void keel__pipeline_run(struct keel_request *req, keel_status rc)
+static void run(struct keel_request *req, keel_status rc)
 {
     for (;;) {
-        if (rc == KEEL_AGAIN) {
-            req->parked = true;
+        if (rc == KEEL_AGAIN)
             return;
-        }
         if (rc == KEEL_DONE || rc < 0) {
             if (rc < 0 && req->rc == KEEL_OK)
                 req->rc = rc;
@@ -118,15 +130,22 @@ void keel__pipeline_run(struct keel_request *req, keel_status rc)
     keel__pipeline_respond(req);
 }
 
+void keel__pipeline_run(struct keel_request *req, keel_status rc)
+{
+    const struct keel_log_ctx *prev = keel_log_ctx_set(&req->task.log);
+
+    run(req, rc);
+    keel_log_ctx_set(prev);
+}
+
 void keel__pipeline_start(struct keel_request *req)
 {
+    const struct keel_log_ctx *prev = keel_log_ctx_set(&req->task.log);
+
     req->phase = 0;
     req->mw_index = 0;
-    if (nphase[0] == 0) {
-        keel__pipeline_run(req, KEEL_DECLINED);
-        return;
-    }
-    keel__pipeline_run(req, phases[0][0](req));
+    run(req, nphase[0] == 0 ? KEEL_DECLINED : phases[0][0](req));
+    keel_log_ctx_set(prev);
 }
 
 void keel__pipeline_respond(struct keel_request *req)

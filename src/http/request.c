@@ -1,12 +1,15 @@
 /*
  * request.c - the life of a keel_request: creation from a recycled arena,
- * header and query access, running blocking work off the loop, and the
- * end of the request.
+ * the request as a task (waits, resumption, the storage and cache calls
+ * with request callbacks), header and query access, and the end of the
+ * request.
  *
  * DESIGN: each loop keeps a small free list of arenas, so a request costs
- * no malloc for its arena in the steady state. Blocking work goes to
- * libuv's thread pool (uv_queue_work); the completion runs on the
- * request's own loop, which is the only thread that ever touches the
+ * no malloc for its arena in the steady state. A request is a task
+ * (keel/task.h) whose resume function is the pipeline: every wait holds
+ * its connection, so the request outlives a client that goes away, and a
+ * result for a cut connection only releases the hold. Completions come
+ * back on the request's own loop, the only thread that touches the
  * request, so no request field needs a lock.
  */
 #include <json-c/json.h>
@@ -17,18 +20,18 @@
 #include "keel/clientip.h"
 #include "keel/log.h"
 
-#include "net/net_int.h"
+#include "http/http_int.h"
 
 #define RESPONSE_MAX ((size_t)256 * 1024 * 1024)
 
-struct keel_arena *keel__loop_arena(struct keel_loop *loop)
+struct keel_arena *keel__loop_arena(struct keel_http_loop *loop)
 {
     if (loop->nfree > 0)
         return loop->free_arenas[--loop->nfree];
     return keel_arena_new(KEEL_ARENA_BUDGET);
 }
 
-void keel__loop_arena_put(struct keel_loop *loop, struct keel_arena *a)
+void keel__loop_arena_put(struct keel_http_loop *loop, struct keel_arena *a)
 {
     keel_arena_reset(a);
     keel_arena_set_budget(a, KEEL_ARENA_BUDGET);
@@ -37,6 +40,48 @@ void keel__loop_arena_put(struct keel_loop *loop, struct keel_arena *a)
     else
         keel_arena_destroy(a);
 }
+
+/* ------------------------------------------------------ the request task */
+
+struct keel_request *keel_task_request(struct keel_task *t)
+{
+    return KEEL_CONTAINER_OF(t, struct keel_request, task);
+}
+
+static void task_hold(struct keel_task *t)
+{
+    keel__conn_hold(keel_task_request(t)->conn);
+}
+
+static bool task_gone(const struct keel_task *t)
+{
+    /* The task is the request's own member: the offset is a constant. */
+    const struct keel_request *req =
+        (const struct keel_request *)(const void *)((const char *)t -
+                                                    offsetof(struct keel_request, task));
+
+    return req->conn->state == CONN_CLOSING;
+}
+
+/* The end of a wait: frees the connection (and the request) when it was
+ * cut meanwhile and this was the last hold; else the pipeline goes on. */
+static void task_resume(struct keel_task *t, keel_status rc)
+{
+    struct keel_request *req = keel_task_request(t);
+    struct keel_conn *c = req->conn;
+    bool closing = c->state == CONN_CLOSING;
+
+    keel__conn_release(c);
+    if (closing)
+        return;
+    keel__pipeline_run(req, rc);
+}
+
+static const struct keel_task_ops request_task = {
+    .resume = task_resume,
+    .gone = task_gone,
+    .hold = task_hold,
+};
 
 struct keel_request *keel__request_new(struct keel_conn *c)
 {
@@ -47,6 +92,8 @@ struct keel_request *keel__request_new(struct keel_conn *c)
         keel__loop_arena_put(c->loop, a);
         return NULL;
     }
+    keel_task_init(&req->task, &request_task, c->loop->id, a);
+    req->task.log.request_id = req->request_id;
     req->conn = c;
     req->loop = c->loop;
     req->arena = a;
@@ -62,7 +109,7 @@ struct keel_request *keel__request_new(struct keel_conn *c)
 
 void keel__request_finish(struct keel_request *req)
 {
-    struct keel_loop *loop = req->loop;
+    struct keel_http_loop *loop = req->loop;
 
     if (req->json)
         json_object_put(req->json);
@@ -72,9 +119,14 @@ void keel__request_finish(struct keel_request *req)
     keel__loop_arena_put(loop, req->arena);
 }
 
-void keel__request_dispatch(struct keel_request *req)
+keel_status keel_request_park(struct keel_request *req)
 {
-    keel__pipeline_start(req);
+    return keel_task_wait(&req->task);
+}
+
+void keel_request_resume(struct keel_request *req, keel_status rc)
+{
+    keel_task_resume(&req->task, rc);
 }
 
 unsigned keel_request_thread(const struct keel_request *req)
@@ -84,12 +136,12 @@ unsigned keel_request_thread(const struct keel_request *req)
 
 uv_loop_t *keel_request_uv_loop(const struct keel_request *req)
 {
-    return &req->loop->uv;
+    return req->loop->uv;
 }
 
 bool keel_request_cut(const struct keel_request *req)
 {
-    return req->conn->state == CONN_CLOSING;
+    return keel_task_gone(&req->task);
 }
 
 keel_status keel_request_peer(const struct keel_request *req, struct sockaddr_storage *out)
@@ -196,78 +248,164 @@ keel_status keel_request_query(struct keel_request *req, const char *name, const
     return KEEL_E_NOT_FOUND;
 }
 
-/* ------------------------------------------------------- blocking work */
+/* ------------------------------------------- waits with request callbacks
+ *
+ * The task APIs pass one argument to both the work and the completion,
+ * and call back with the task; these adapters, kept in the request's
+ * arena, hand the caller's argument to its work and call its callbacks
+ * with the request. */
 
-struct offload {
-    uv_work_t work;
-    struct keel_request *req;
-    keel_work_fn fn;
-    keel_resume_fn done;
+struct req_cb {
+    union {
+        keel_resume_fn resume;
+        keel_db_done_fn db;
+        keel_cache_done_fn cache;
+    } fn;
+    union { /* what runs on the other thread, with the caller's arg */
+        keel_work_fn work;
+        keel_db_fn db;
+        keel_db_work_fn db_work;
+        keel_cache_load_fn load;
+    } run;
     void *arg;
 };
 
-static void offload_run(uv_work_t *w)
+static void run_work(void *arg)
 {
-    struct offload *o = w->data;
+    struct req_cb *cb = arg;
 
-    o->fn(o->arg);
+    cb->run.work(cb->arg);
 }
 
-static void offload_after(uv_work_t *w, int status)
+static keel_status run_db(struct keel_db_conn *c, void *arg)
 {
-    struct offload *o = w->data;
-    struct keel_request *req = o->req;
-    struct keel_conn *c = req->conn;
-    keel_status rc;
+    struct req_cb *cb = arg;
 
-    (void)status; /* UV_ECANCELED cannot happen: Keel never cancels work */
-    if (c->state == CONN_CLOSING) {
-        /* The connection was cut (forced drain): nothing to answer. */
-        keel_request_resume(req, KEEL_DONE); /* releases the hold, drops req */
-        return;
-    }
-    rc = o->done(req, o->arg);
-    keel_request_resume(req, rc);
+    return cb->run.db(c, cb->arg);
+}
+
+static void run_db_work(void *arg)
+{
+    struct req_cb *cb = arg;
+
+    cb->run.db_work(cb->arg);
+}
+
+static keel_status run_load(struct keel_db_conn *c, void *arg, struct keel_buf *out)
+{
+    struct req_cb *cb = arg;
+
+    return cb->run.load(c, cb->arg, out);
+}
+
+static struct req_cb *req_cb(struct keel_request *req, void *arg)
+{
+    struct req_cb *cb = keel_arena_alloc(req->arena, sizeof(*cb));
+
+    if (cb)
+        cb->arg = arg;
+    return cb;
+}
+
+static keel_status offload_done(struct keel_task *t, void *arg)
+{
+    struct req_cb *cb = arg;
+
+    return cb->fn.resume(keel_task_request(t), cb->arg);
 }
 
 keel_status
 keel_request_offload(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg)
 {
-    struct offload *o = keel_arena_alloc(req->arena, sizeof(*o));
+    struct req_cb *cb = req_cb(req, arg);
+    keel_status rc;
 
-    if (!o)
+    if (!cb)
         return KEEL_E_NOMEM;
-    o->work.data = o;
-    o->req = req;
-    o->fn = work;
-    o->done = done;
-    o->arg = arg;
-    if (uv_queue_work(&req->loop->uv, &o->work, offload_run, offload_after) < 0)
-        return keel_errorf(req, KEEL_E_INTERNAL, "uv_queue_work failed");
-    return keel_request_park(req);
+    cb->fn.resume = done;
+    cb->run.work = work;
+    rc = keel_task_offload(&req->task, run_work, offload_done, cb);
+    return rc == KEEL_E_INTERNAL ? keel_errorf(req, rc, "uv_queue_work failed") : rc;
 }
 
-keel_status keel_request_park(struct keel_request *req)
+static keel_status db_done(struct keel_task *t, keel_status rc, void *arg)
 {
-    keel__conn_hold(req->conn);
-    req->holds++;
-    return KEEL_AGAIN;
+    struct req_cb *cb = arg;
+
+    return cb->fn.db(keel_task_request(t), rc, cb->arg);
 }
 
-void keel_request_resume(struct keel_request *req, keel_status rc)
+/* A task call that could not start: say why in the log. */
+static keel_status start_failed(struct keel_request *req, keel_status rc)
 {
-    struct keel_conn *c = req->conn;
-    bool closing = c->state == CONN_CLOSING;
+    if (rc == KEEL_E_UNAVAILABLE)
+        return keel_errorf(req, rc, "no database configured");
+    return rc;
+}
 
-    KEEL_ASSERT(req->holds > 0);
-    req->holds--;
-    /* Frees the connection (and req) only when it was cut meanwhile and
-     * this was the last hold. */
-    keel__conn_release(c);
-    if (closing)
-        return;
-    req->parked = false;
-    keel__pipeline_run(req, rc);
+keel_status keel_db_run(struct keel_request *req,
+                        enum keel_db_intent intent,
+                        keel_db_fn fn,
+                        keel_db_done_fn done,
+                        void *arg)
+{
+    struct req_cb *cb = req_cb(req, arg);
+
+    if (!cb)
+        return KEEL_E_NOMEM;
+    cb->fn.db = done;
+    cb->run.db = fn;
+    return start_failed(req, keel_db_run_task(&req->task, intent, run_db, db_done, cb));
+}
+
+keel_status
+keel_db_offload(struct keel_request *req, keel_db_work_fn work, keel_db_done_fn done, void *arg)
+{
+    struct req_cb *cb = req_cb(req, arg);
+
+    if (!cb)
+        return KEEL_E_NOMEM;
+    cb->fn.db = done;
+    cb->run.db_work = work;
+    return start_failed(req, keel_db_offload_task(&req->task, run_db_work, db_done, cb));
+}
+
+static keel_status cache_done(struct keel_task *t,
+                              keel_status rc,
+                              const char *value,
+                              size_t len,
+                              const char *source,
+                              void *arg)
+{
+    struct req_cb *cb = arg;
+
+    return cb->fn.cache(keel_task_request(t), rc, value, len, source, cb->arg);
+}
+
+keel_status keel_cache_get(struct keel_request *req,
+                           const char *key,
+                           uint32_t ttl_ms,
+                           enum keel_db_intent intent,
+                           keel_cache_load_fn load,
+                           keel_cache_done_fn done,
+                           void *arg)
+{
+    struct req_cb *cb = req_cb(req, arg);
+
+    if (!cb)
+        return KEEL_E_NOMEM;
+    cb->fn.cache = done;
+    cb->run.load = load;
+    /* An L1 hit returns done's own value: nothing to add to it. */
+    return keel_cache_get_task(&req->task, key, ttl_ms, intent, run_load, cache_done, cb);
+}
+
+keel_status keel_cache_invalidate(struct keel_request *req,
+                                  const char *const *keys,
+                                  unsigned nkeys,
+                                  keel_status then)
+{
+    return keel_cache_invalidate_task(&req->task, keys, nkeys, then);
 }
 
 /* ------------------------------------------------------ per request */

@@ -7,7 +7,7 @@
 #include <strings.h>
 #include <time.h>
 
-#include "net/net_int.h"
+#include "http/http_int.h"
 
 static const char *const method_names[KEEL_HTTP_METHOD_COUNT] = {
     [KEEL_HTTP_GET] = "GET",         [KEEL_HTTP_HEAD] = "HEAD",   [KEEL_HTTP_POST] = "POST",
@@ -87,7 +87,7 @@ const char *keel_http_reason(int status)
 }
 
 /* IMF-fixdate, formatted at most once a second per loop. */
-const char *keel__loop_date(struct keel_loop *loop)
+const char *keel__loop_date(struct keel_http_loop *loop)
 {
     time_t now = time(NULL);
     struct tm tm;

@@ -16,15 +16,15 @@ static void log_request(struct keel_request *req)
 
     if (!keel_log_enabled(lvl))
         return;
-    if (req->user_id)
-        keel_log_hash_user_id(req->user_id, uid);
+    if (req->task.user_id)
+        keel_log_hash_user_id(req->task.user_id, uid);
     keel_log(lvl, "request", KEEL_LF_STR("request_id", req->request_id),
              KEEL_LF_STR("method", req->method_name),
              KEEL_LF_STR("route", req->route_pattern ? req->route_pattern : "unmatched"),
              KEEL_LF_INT("status", status), KEEL_LF_DBL("duration_ms", ms),
              KEEL_LF_INT("bytes", (int64_t)(req->resp.stream_fn ? req->resp.stream_len
                                                                 : req->resp.body.len)),
-             req->user_id ? KEEL_LF_STR("user_id", uid) : KEEL_LF_NULL("user_id"));
+             req->task.user_id ? KEEL_LF_STR("user_id", uid) : KEEL_LF_NULL("user_id"));
 }
 
 const struct keel_middleware keel_mw_access_log = {

@@ -186,7 +186,7 @@ static keel_status authenticate(struct keel_request *req)
     if (keel__blocklist_local(id))
         return reject(req, "revoked", "token revoked");
     req->mw_data[KEEL_MW_SLOT_AUTH] = id;
-    req->user_id = id->user_id;
+    req->task.user_id = id->user_id;
     if (keel__blocklist_ask_redis(req, id, redis_answer))
         return keel_request_park(req);
     return KEEL_DECLINED;

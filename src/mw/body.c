@@ -1,7 +1,8 @@
 /*
  * body.c - request bodies of JSON routes (SPEC section 2, step 6):
- * Content-Type application/json is required (415), the document is parsed
- * strictly (400: invalid JSON, duplicate keys, nesting deeper than 32).
+ * Content-Type application/json is required (415, checked at the head,
+ * before the access phases), the document is parsed strictly once it has
+ * been read (400: invalid JSON, duplicate keys, nesting deeper than 32).
  * Size limits were enforced while reading (413, src/http/parser.c).
  */
 #include <string.h>
@@ -24,12 +25,33 @@ static bool is_json(const struct keel_header *h)
     return i == h->value.len || h->value.p[i] == ';';
 }
 
+/* At the head (PREACCESS): a JSON route refuses another media type with
+ * 415 before its body is read. A body without Content-Type on a route
+ * whose body is optional is judged in parse_body, once it is known
+ * whether a body came. */
+static keel_status check_type(struct keel_request *req)
+{
+    const struct keel_header *ct;
+
+    if (!req->route ||
+        (req->route->body != KEEL_BODY_JSON && req->route->body != KEEL_BODY_JSON_OPTIONAL))
+        return KEEL_DECLINED;
+    ct = keel_request_header(req, "Content-Type");
+    if (!ct && req->route->body == KEEL_BODY_JSON_OPTIONAL)
+        return KEEL_DECLINED;
+    if (!is_json(ct))
+        return keel_fail(req, 415, NULL, "Send the body as application/json.");
+    return KEEL_DECLINED;
+}
+
+/* Once the body is in (BODY): the strict parse. */
 static keel_status parse_body(struct keel_request *req)
 {
     const char *why;
     keel_status rc;
 
-    if (!req->route || req->route->body == KEEL_BODY_NONE)
+    if (!req->route ||
+        (req->route->body != KEEL_BODY_JSON && req->route->body != KEEL_BODY_JSON_OPTIONAL))
         return KEEL_DECLINED;
     if (req->route->body == KEEL_BODY_JSON_OPTIONAL && req->body_len == 0 &&
         !keel_request_header(req, "Content-Type"))
@@ -46,8 +68,16 @@ static keel_status parse_body(struct keel_request *req)
     return KEEL_DECLINED;
 }
 
+const struct keel_middleware keel_mw_body_type = {
+    .name = "body-type",
+    .phase = KEEL_PHASE_PREACCESS,
+    .order = KEEL_MW_ORDER_BODY,
+    .handler = check_type,
+};
+
 const struct keel_middleware keel_mw_body = {
     .name = "body",
-    .phase = KEEL_PHASE_PREACCESS,
+    .phase = KEEL_PHASE_BODY,
+    .order = KEEL_MW_ORDER_BODY,
     .handler = parse_body,
 };

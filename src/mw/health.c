@@ -18,7 +18,7 @@
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
-#include "keel/server.h"
+#include "keel/runtime.h"
 
 #include "keel_version.h"
 
@@ -89,14 +89,14 @@ static void run_checks(void *arg)
 static keel_status ready_done(struct keel_request *req, void *arg)
 {
     struct ready_run *run = arg;
-    enum keel_server_state st = keel_server_state();
+    enum keel_runtime_state st = keel_runtime_state();
     const char *status = "ok";
     int http = 200;
     struct keel_json j;
 
-    if (st != KEEL_SERVER_READY || run->failed) {
-        status = st == KEEL_SERVER_DRAINING   ? "draining"
-                 : st == KEEL_SERVER_STARTING ? "starting"
+    if (st != KEEL_RUNTIME_READY || run->failed) {
+        status = st == KEEL_RUNTIME_DRAINING   ? "draining"
+                 : st == KEEL_RUNTIME_STARTING ? "starting"
                                               : "unavailable";
         http = 503;
     } else if (run->degraded) {
@@ -112,7 +112,7 @@ static keel_status ready_done(struct keel_request *req, void *arg)
     keel_json_key(&j, "version");
     keel_json_str(&j, KEEL_VERSION);
     keel_json_key(&j, "uptime");
-    keel_json_int(&j, keel_server_uptime());
+    keel_json_int(&j, keel_runtime_uptime());
     keel_json_obj_close(&j);
     keel_buf_free(&run->out);
     if (http == 503)
@@ -133,14 +133,14 @@ static keel_status ready(struct keel_request *req)
     if (!run || keel_arena_defer(req->arena, free_run, run) < 0)
         return KEEL_E_NOMEM;
     keel_buf_init(&run->out, 64 * 1024);
-    if (nchecks == 0 || keel_server_state() != KEEL_SERVER_READY)
+    if (nchecks == 0 || keel_runtime_state() != KEEL_RUNTIME_READY)
         return ready_done(req, run);
     return keel_request_offload(req, run_checks, ready_done, run);
 }
 
 static keel_status startup(struct keel_request *req)
 {
-    bool up = keel_server_state() != KEEL_SERVER_STARTING;
+    bool up = keel_runtime_state() != KEEL_RUNTIME_STARTING;
     struct keel_json j;
 
     keel_resp_start(req, up ? 200 : 503, "application/json");
@@ -159,7 +159,7 @@ static keel_status startup(struct keel_request *req)
     keel_json_key(&j, "version");
     keel_json_str(&j, KEEL_VERSION);
     keel_json_key(&j, "uptime");
-    keel_json_int(&j, keel_server_uptime());
+    keel_json_int(&j, keel_runtime_uptime());
     keel_json_obj_close(&j);
     return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
 }

@@ -325,14 +325,14 @@ static keel_status limit_user(struct keel_request *req)
     const struct keel_route *route = req->route;
     struct rl_call *c;
 
-    if (!req->user_id || (route && (route->flags & KEEL_ROUTE_NO_RATELIMIT)))
+    if (!req->task.user_id || (route && (route->flags & KEEL_ROUTE_NO_RATELIMIT)))
         return KEEL_DECLINED;
     c = call_new(req);
     if (!c)
         return KEEL_E_NOMEM;
-    c->key = req->user_id;
-    c->keylen = strlen(req->user_id);
-    c->client = req->user_id;
+    c->key = req->task.user_id;
+    c->keylen = strlen(req->task.user_id);
+    c->client = req->task.user_id;
     call_add(c, "user", &req->cfg->rate_limit_user);
     return start(c);
 }

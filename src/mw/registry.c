@@ -12,6 +12,7 @@ extern const struct keel_middleware keel_mw_errors;
 extern const struct keel_middleware keel_mw_request_id;
 extern const struct keel_middleware keel_mw_security_headers;
 extern const struct keel_middleware keel_mw_cors;
+extern const struct keel_middleware keel_mw_body_type;
 extern const struct keel_middleware keel_mw_body;
 extern const struct keel_middleware keel_mw_ratelimit_ip;
 extern const struct keel_middleware keel_mw_authn;
@@ -27,7 +28,8 @@ const struct keel_middleware *const keel_middlewares[] = {
     &keel_mw_request_id,       /* POST_READ: accept or mint X-Request-ID; filter: echo it */
     &keel_mw_security_headers, /* filter: helmet-equivalent headers */
     &keel_mw_cors,             /* PREACCESS: preflight; filter: allow-origin */
-    &keel_mw_body,             /* PREACCESS: 415 / 400 / depth for JSON routes */
+    &keel_mw_body_type,        /* PREACCESS: 415 for JSON routes, before the body is read */
+    &keel_mw_body,             /* BODY: 400 / depth for JSON routes, once the body is in */
     &keel_mw_ratelimit_ip,     /* ACCESS: per-IP limit, stricter on credential routes */
     &keel_mw_authn,            /* ACCESS: Bearer JWT -> identity, blocklist; 401 */
     &keel_mw_ratelimit_user,   /* ACCESS: per-user limit */

@@ -17,7 +17,7 @@ static void add_headers(struct keel_request *req)
                          "default-src 'none'; frame-ancestors 'none'");
     if (req->cfg->env == KEEL_ENV_PRODUCTION)
         keel_resp_header(req, "Strict-Transport-Security", "max-age=31536000; includeSubDomains");
-    if (req->user_id && !keel_resp_get_header(req, "Cache-Control"))
+    if (req->task.user_id && !keel_resp_get_header(req, "Cache-Control"))
         keel_resp_header(req, "Cache-Control", "no-store");
 }
 

@@ -316,6 +316,43 @@ static void write_all(const char *p, size_t n)
     }
 }
 
+static _Thread_local const struct keel_log_ctx *t_ctx;
+
+const struct keel_log_ctx *keel_log_ctx_set(const struct keel_log_ctx *ctx)
+{
+    const struct keel_log_ctx *prev = t_ctx;
+
+    t_ctx = ctx;
+    return prev;
+}
+
+const struct keel_log_ctx *keel_log_ctx_get(void)
+{
+    return t_ctx;
+}
+
+static bool has_field(const struct keel_log_field *fields, size_t n, const char *key)
+{
+    for (size_t i = 0; i < n; i++)
+        if (fields[i].key && strcmp(fields[i].key, key) == 0)
+            return true;
+    return false;
+}
+
+/* The thread's context fields the caller did not give itself. */
+static void
+put_ctx(struct keel_buf *b, const struct keel_log_field *fields, size_t n, bool *truncated)
+{
+    const struct keel_log_ctx *c = t_ctx;
+
+    if (!c)
+        return;
+    if (c->request_id && c->request_id[0] && !has_field(fields, n, "request_id"))
+        put_field(b, &KEEL_LF_STR("request_id", c->request_id), truncated);
+    if (c->trace_id && c->trace_id[0] && !has_field(fields, n, "trace_id"))
+        put_field(b, &KEEL_LF_STR("trace_id", c->trace_id), truncated);
+}
+
 void keel_log_emit(enum keel_log_level lvl,
                    const char *msg,
                    const struct keel_log_field *fields,
@@ -335,6 +372,7 @@ void keel_log_emit(enum keel_log_level lvl,
         keel_buf_append(&b, "null", 4);
     for (size_t i = 0; i < n; i++)
         put_field(&b, &fields[i], &truncated);
+    put_ctx(&b, fields, n, &truncated);
     b.max = KEEL_LOG_LINE_MAX;
     if (truncated)
         keel_buf_appends(&b, ",\"truncated\":true");

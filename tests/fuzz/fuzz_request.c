@@ -23,9 +23,9 @@
 #include "keel/pipeline.h"
 #include "keel/router.h"
 
-#include "net/net_int.h"
+#include "http/http_int.h"
 
-static struct keel_loop *loop;
+static struct keel_http_loop *loop;
 static struct keel_config cfg;
 
 static const char *no_env(const char *name)
@@ -143,8 +143,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fcntl(sv[1], F_SETFL, O_NONBLOCK);
     if (keel__conn_open(loop, sv[0]) < 0)
         abort();
-    while (loop->nconns > 0 || uv_loop_alive(&loop->uv)) {
-        uv_run(&loop->uv, UV_RUN_ONCE);
+    while (loop->nconns > 0 || uv_loop_alive(loop->uv)) {
+        uv_run(loop->uv, UV_RUN_ONCE);
         while ((n = read(sv[1], out + got, sizeof(out) - got)) > 0) {
             got += (size_t)n;
             if (first && got >= 9) {

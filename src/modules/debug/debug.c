@@ -149,7 +149,7 @@ static void debug_user(struct keel_request *req)
     const struct keel_header *h = keel_request_header(req, "X-Debug-User");
 
     if (h && h->value.len > 0 && h->value.len <= 64)
-        req->user_id = keel_arena_strndup(req->arena, h->value.p, h->value.len);
+        req->task.user_id = keel_arena_strndup(req->arena, h->value.p, h->value.len);
 }
 
 static struct kv *kv_new(struct keel_request *req)

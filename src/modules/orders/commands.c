@@ -535,7 +535,7 @@ keel_status orders_submit(struct keel_request *req, struct orders_cmd *cmd, keel
     j->db = keel_db_default();
     if (!j->db)
         return keel_errorf(req, KEEL_E_UNAVAILABLE, "no database configured");
-    j->sess.key = req->user_id;
+    j->sess.key = req->task.user_id;
     j->cmd = cmd;
     j->done = done;
     return keel_db_offload(req, work, work_done, j);
