@@ -561,9 +561,22 @@ static void send_continue(struct keel_conn *c)
 
 static void body_continue(struct keel_conn *c)
 {
+    bool failed;
+
     keel__parser_resume(&c->parser);
     c->state = CONN_BODY;
     arm(c, cfg_of(c)->body_timeout_ms);
+    if (c->pending_len == 0) {
+        /* A sink may pause on the body's last bytes: the end of the
+         * message is still to be reported, and that needs no input. */
+        (void)feed(c, c->loop->rbuf, 0, &failed);
+        if (failed)
+            return;
+        if (c->event != KEEL_PARSE_MORE) {
+            on_event(c);
+            return;
+        }
+    }
     conn_advance(c);
 }
 

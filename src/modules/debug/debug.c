@@ -21,6 +21,8 @@
 #include "keel/module.h"
 #include "keel/redis.h"
 
+#include "debug_int.h"
+
 #define MAX_SLEEP_MS 10000
 
 static long query_long(struct keel_request *req, const char *name, long dflt, long max)
@@ -621,6 +623,20 @@ static const struct keel_route routes[] = {
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_POST, .pattern = "/debug/cache/flush/{ns}", .handler = kvc_flush},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/cache/pair/{a}/{b}", .handler = kvc_pair},
+    {.method = KEEL_HTTP_PUT,
+     .pattern = "/debug/sink",
+     .handler = debug_sink_done,
+     .body = KEEL_BODY_STREAM,
+     .sink = &debug_sink,
+     .max_body = 64u << 20},
+    {.method = KEEL_HTTP_PUT,
+     .pattern = "/debug/sink/private",
+     .handler = debug_sink_done,
+     .auth = KEEL_AUTH_REQUIRED,
+     .permission = "orders:create",
+     .body = KEEL_BODY_STREAM,
+     .sink = &debug_sink,
+     .max_body = 64u << 20},
 };
 
 static bool enabled(const struct keel_config *cfg)
