@@ -32,7 +32,6 @@
 #include "keel/core.h"
 
 struct keel_config_rate;
-struct keel_redis_reply;
 struct keel_ratelimit;
 
 /* Entries of the in-process store when keel_ratelimit_new() gets 0. */
@@ -135,7 +134,7 @@ size_t keel_ratelimit_size(struct keel_ratelimit *rl);
  *
  * The reply is an array of four integers {allowed (0/1), remaining,
  * reset_ms, retry_after_ms}; turn it into a result with
- * keel_ratelimit_parse_reply().
+ * keel_ratelimit_parse_reply() (keel/ratelimit_redis.h).
  */
 extern const char keel_ratelimit_lua[];
 /* SHA-1 of keel_ratelimit_lua, 40 lowercase hex digits (checked by the
@@ -143,21 +142,18 @@ extern const char keel_ratelimit_lua[];
 extern const char keel_ratelimit_lua_sha1[];
 
 /*
- * Fills *out from the script's reply `r` for `rate` (limit = rate->count;
- * the seconds are the milliseconds rounded up). Returns KEEL_OK,
- * KEEL_E_INVALID for an unusable rate, or KEEL_E_INTERNAL when r is NULL,
- * an error reply, or not the script's shape (four integers, allowed 0 or
- * 1, remaining below count and 0 when denied, retry_after_ms positive
- * exactly when denied); *out is then untouched. The caller decides what a
- * failed decision means (the middleware fails open to the in-process
- * store).
+ * Fills *out from the script's four integers v (its reply; turning a
+ * Redis reply into them is keel_ratelimit_parse_reply's, in
+ * keel/ratelimit_redis.h) for `rate` (limit = rate->count; the seconds
+ * are the milliseconds rounded up). Returns KEEL_OK, KEEL_E_INVALID for an
+ * unusable rate, or KEEL_E_INTERNAL when v is not the script's shape
+ * (allowed 0 or 1, none negative, remaining below count and 0 when
+ * denied, retry_after_ms positive exactly when denied); *out is then
+ * untouched.
  */
-keel_status keel_ratelimit_parse_reply(const struct keel_redis_reply *r,
+keel_status keel_ratelimit_from_script(const long long v[4],
                                        const struct keel_config_rate *rate,
                                        struct keel_ratelimit_result *out);
-
-/* True when r is Redis's NOSCRIPT error: retry the call with EVAL. */
-bool keel_ratelimit_reply_is_noscript(const struct keel_redis_reply *r);
 
 /* ---------------------------------------------------------- headers */
 

@@ -44,7 +44,6 @@
 #include <string.h>
 
 #include "keel/config.h"
-#include "keel/redis.h"
 
 #define NSHARDS_LOG2 6
 #define NSHARDS      (1u << NSHARDS_LOG2)
@@ -376,29 +375,18 @@ const char keel_ratelimit_lua[] =
 
 const char keel_ratelimit_lua_sha1[] = "48a30c4b2e83a857f7089ee146dec87b9b3189f2";
 
-bool keel_ratelimit_reply_is_noscript(const struct keel_redis_reply *r)
-{
-    return r && r->type == KEEL_REDIS_ERROR && r->str && r->len >= 8 &&
-           memcmp(r->str, "NOSCRIPT", 8) == 0;
-}
-
-keel_status keel_ratelimit_parse_reply(const struct keel_redis_reply *r,
+keel_status keel_ratelimit_from_script(const long long v[4],
                                        const struct keel_config_rate *rate,
                                        struct keel_ratelimit_result *out)
 {
     struct keel_ratelimit_result res = {0};
-    long long v[4];
     size_t i;
 
     if (keel_ratelimit_interval_us(rate) == 0)
         return KEEL_E_INVALID;
-    if (!r || r->type != KEEL_REDIS_ARRAY || r->elements != 4 || !r->element)
-        return KEEL_E_INTERNAL;
-    for (i = 0; i < 4; i++) {
-        if (r->element[i].type != KEEL_REDIS_INTEGER || r->element[i].integer < 0)
+    for (i = 0; i < 4; i++)
+        if (v[i] < 0)
             return KEEL_E_INTERNAL;
-        v[i] = r->element[i].integer;
-    }
     if (v[0] > 1 || v[1] >= (long long)rate->count)
         return KEEL_E_INTERNAL;
     if (v[0] == 1 ? v[3] != 0 : (v[1] != 0 || v[3] == 0))

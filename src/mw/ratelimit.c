@@ -56,6 +56,7 @@
  *    throttling and security log.
  */
 #include "keel/ratelimit.h"
+#include "keel/ratelimit_redis.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -23,6 +23,7 @@
 #include "keel/core.h"
 #include "keel/log.h"
 #include "keel/ratelimit.h"
+#include "keel/ratelimit_redis.h"
 #include "keel/redis.h"
 
 #include "test.h"
