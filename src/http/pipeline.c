@@ -150,17 +150,21 @@ void keel__pipeline_start(struct keel_request *req)
 
 void keel__pipeline_respond(struct keel_request *req)
 {
+    const struct keel_log_ctx *prev = keel_log_ctx_set(&req->task.log);
     unsigned i;
 
     for (i = 0; i < nfilters; i++)
         filters[i](req);
+    keel_log_ctx_set(prev);
     keel__conn_send(req->conn);
 }
 
 void keel__pipeline_log(struct keel_request *req)
 {
+    const struct keel_log_ctx *prev = keel_log_ctx_set(&req->task.log);
     unsigned i;
 
     for (i = 0; i < nloggers; i++)
         loggers[i](req);
+    keel_log_ctx_set(prev);
 }

@@ -31,7 +31,7 @@ static void sanitize(struct keel_request *req)
     if (status == 401 && !keel_resp_get_header(req, "WWW-Authenticate"))
         keel_resp_header(req, "WWW-Authenticate", "Bearer");
     if (status >= 500)
-        keel_log(KEEL_LOG_ERROR, "request failed", KEEL_LF_STR("request_id", req->request_id),
+        keel_log(KEEL_LOG_ERROR, "request failed", /* request_id: the request's log context */
                  KEEL_LF_STR("route", req->route_pattern), KEEL_LF_INT("status", status),
                  KEEL_LF_STR("error", keel_status_name(req->rc)),
                  KEEL_LF_STR("detail", req->internal_detail));

@@ -31,6 +31,19 @@ class RequestLogs(ServerCase):
         self.assertIn("level", rec)
         self.assertEqual(rec["request_id"], r.header("x-request-id"))
 
+    def test_lines_inside_a_request_name_it(self):
+        # "request failed" is written by the error filter without a
+        # request_id field of its own: the request's log context adds it
+        self.get("/debug/error", {"X-Request-ID": "log-ctx-1"})
+        rec = self.srv.wait_log(lambda r: r.get("msg") == "request failed"
+                                and r.get("request_id") == "log-ctx-1")
+        self.assertIsNotNone(rec, "no 'request failed' line naming the request")
+        self.assertEqual(list(rec).count("request_id"), 1)
+        # and no line outside a request names one
+        for r in self.srv.logs():
+            if r.get("msg") in ("start", "config", "listening", "cache ready"):
+                self.assertNotIn("request_id", r, r)
+
     def test_generated_request_id_logged(self):
         r = self.get("/health/live")
         self.line_for(r.header("x-request-id"))

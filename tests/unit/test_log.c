@@ -483,6 +483,43 @@ static void test_threads_no_interleaving(void **state)
     free(r.data);
 }
 
+/* The thread's context is added after the caller's fields, unless the
+ * caller gave one of the same name; empty members are left out; other
+ * threads never see it. */
+static void test_context(void **state)
+{
+    struct keel_log_ctx ctx = {.request_id = "req-1", .trace_id = ""};
+    const struct keel_log_ctx *prev;
+    struct json_object *o, *v;
+
+    (void)state;
+    prev = keel_log_ctx_set(&ctx);
+    assert_null(prev);
+    assert_ptr_equal(keel_log_ctx_get(), &ctx);
+    keel_log(KEEL_LOG_INFO, "inside", KEEL_LF_INT("n", 1));
+    o = read_one();
+    assert_string_equal(get_str(o, "request_id"), "req-1");
+    assert_false(json_object_object_get_ex(o, "trace_id", &v)); /* empty: left out */
+    json_object_put(o);
+
+    keel_log(KEEL_LOG_INFO, "own", KEEL_LF_STR("request_id", "mine"));
+    o = read_one();
+    assert_string_equal(get_str(o, "request_id"), "mine");
+    json_object_put(o);
+
+    ctx.trace_id = "4bf92f3577b34da6a3ce929d0e0e4736";
+    keel_log(KEEL_LOG_INFO, "traced");
+    o = read_one();
+    assert_string_equal(get_str(o, "trace_id"), "4bf92f3577b34da6a3ce929d0e0e4736");
+    json_object_put(o);
+
+    assert_ptr_equal(keel_log_ctx_set(prev), &ctx);
+    keel_log(KEEL_LOG_INFO, "outside");
+    o = read_one();
+    assert_false(json_object_object_get_ex(o, "request_id", &v));
+    json_object_put(o);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -496,6 +533,7 @@ int main(void)
         cmocka_unit_test(test_many_fields),
         cmocka_unit_test(test_errno_preserved),
         cmocka_unit_test(test_hash_user_id),
+        cmocka_unit_test(test_context),
         cmocka_unit_test(test_threads_no_interleaving),
     };
 
