@@ -49,6 +49,31 @@ static void lower_uuid(char *dst, const char *src, size_t len)
     dst[i] = '\0';
 }
 
+/* The request's trace context: its traceparent header when there is
+ * exactly one and it is valid; a repeated header counts as none. */
+static bool trace_context(const struct keel_request *req, struct keel_trace_context *tc)
+{
+    const struct keel_header *h = keel_request_header(req, "traceparent");
+
+    if (!h || keel_request_header_count(req, "traceparent") != 1)
+        return false;
+    return keel_trace_parse(h->value.p, h->value.len, tc);
+}
+
+/* The metadata of the events the request causes (NULL: arena exhausted). */
+static const char *event_metadata(struct keel_request *req)
+{
+    const struct keel_identity *id = keel_auth_identity(req);
+    struct keel_trace_context tc;
+    struct keel_event_meta m = {
+        .request_id = req->request_id,
+        .user_id = id ? id->user_id : NULL,
+        .trace_id = trace_context(req, &tc) ? tc.trace_id : NULL,
+    };
+
+    return keel_events_metadata(req->arena, &m);
+}
+
 static keel_status
 new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd **out)
 {
@@ -66,7 +91,7 @@ new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd *
         snprintf(cmd->actor_id, sizeof(cmd->actor_id), "%s", id->user_id);
     cmd->can_read_all = keel_auth_can(req, "orders:read_all");
     cmd->can_cancel_any = keel_auth_can(req, "orders:cancel_any");
-    cmd->metadata = keel_events_metadata(req);
+    cmd->metadata = event_metadata(req);
     if (!cmd->metadata)
         return KEEL_E_NOMEM;
     if (kind != ORDERS_CREATE) {
