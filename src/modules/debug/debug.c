@@ -225,27 +225,27 @@ static keel_status kv_put(struct keel_request *req)
     return keel_db_run(req, KEEL_DB_WRITE, kv_put_tx, kv_put_done, kv);
 }
 
+/* The value of the kv row (keel_db_row_fn). */
+static keel_status kv_row(const struct keel_db_rows *r, void *arg)
+{
+    struct kv *kv = arg;
+    size_t len = 0;
+    const char *v = keel_db_text(r, 0, &len);
+
+    memcpy(kv->value, v ? v : "", len < KV_MAX ? len : KV_MAX);
+    kv->found = true;
+    return KEEL_OK;
+}
+
 static keel_status kv_get_q(struct keel_db_conn *c, void *arg)
 {
     struct kv *kv = arg;
     const struct keel_db_param p[] = {KEEL_DB_TEXT(kv->key)};
-    struct keel_db_rows *r;
-    const char *v;
-    size_t len;
     keel_status rc;
 
     snprintf(kv->source, sizeof(kv->source), "%s", keel_db_conn_role(c));
-    rc = keel_db_query(c, "SELECT value FROM debug_kv WHERE key = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        v = keel_db_text(r, 0, &len);
-        memcpy(kv->value, v ? v : "", len < KV_MAX ? len : KV_MAX);
-        kv->found = true;
-    }
-    keel_db_rows_free(r);
-    return rc < 0 ? rc : KEEL_OK;
+    rc = keel_db_query_one(c, "SELECT value FROM debug_kv WHERE key = $1", p, 1, kv_row, kv);
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc; /* kv->found says */
 }
 
 static keel_status kv_get_done(struct keel_request *req, keel_status rc, void *arg)
@@ -291,16 +291,10 @@ struct redis_probe {
 
 static keel_status probe_db(struct keel_db_conn *c, void *arg)
 {
-    struct keel_db_rows *r;
-    keel_status rc;
+    keel_status rc = keel_db_query_one(c, "SELECT 1", NULL, 0, NULL, NULL);
 
     (void)arg;
-    rc = keel_db_query(c, "SELECT 1", NULL, 0, &r);
-    if (rc == KEEL_OK) {
-        rc = keel_db_next(r);
-        keel_db_rows_free(r);
-    }
-    return rc < 0 ? rc : KEEL_OK;
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc;
 }
 
 static keel_status probe_done(struct keel_request *req, keel_status rc, void *arg)
