@@ -212,8 +212,9 @@ keel_status catalog_product_patch(struct keel_request *req);
 keel_status catalog_product_delete(struct keel_request *req);
 keel_status catalog_product_stock(struct keel_request *req);
 
-/* Maps a storage failure to the client's answer (503 with Retry-After for
- * unavailability, 500 otherwise; the detail is logged only). */
+/* Maps a storage failure to the client's answer: keel_fail_storage
+ * (keel/problem.h) with the catalog's words, "No product with this id."
+ * for KEEL_E_NOT_FOUND. */
 keel_status catalog_db_failure(struct keel_request *req, keel_status rc);
 
 #endif

@@ -20,6 +20,7 @@
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/schema.h"
 #include "keel/uuid.h"
 
@@ -143,17 +144,7 @@ const struct keel_module keel_module_catalog = {
 
 keel_status catalog_db_failure(struct keel_request *req, keel_status rc)
 {
-    switch (rc) {
-    case KEEL_E_NOT_FOUND:
-        return keel_fail(req, 404, NULL, "No product with this id.");
-    case KEEL_E_UNAVAILABLE:
-    case KEEL_E_TIMEOUT:
-        keel_resp_set_header(req, "Retry-After", "1");
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "catalog database: %s", keel_strerror(rc));
-    default:
-        return keel_errorf(req, rc < 0 ? rc : KEEL_E_INTERNAL, "catalog database: %s",
-                           keel_strerror(rc));
-    }
+    return keel_fail_storage(req, rc, "catalog database", "No product with this id.");
 }
 
 /* The {id} of the path, lowercased (ids are stored lowercase). */

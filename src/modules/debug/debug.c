@@ -19,6 +19,7 @@
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/redis.h"
 
 #define MAX_SLEEP_MS 10000
@@ -165,11 +166,14 @@ static struct kv *kv_new(struct keel_request *req)
     return kv;
 }
 
+/* The shared mapping (keel_fail_storage), but an outage keeps the debug
+ * routes' own public detail and the error filter's default Retry-After,
+ * which the storage tests have always seen. */
 static keel_status db_failure(struct keel_request *req, keel_status rc)
 {
     if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT)
         return keel_fail(req, 503, NULL, "The database is unavailable; retry later.");
-    return keel_errorf(req, rc, "debug kv: storage error");
+    return keel_fail_storage(req, rc, "debug kv", NULL);
 }
 
 static keel_status kv_put_tx(struct keel_db_conn *c, void *arg)

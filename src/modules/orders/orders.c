@@ -30,6 +30,7 @@
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/schema.h"
 #include "keel/uuid.h"
 
@@ -102,19 +103,17 @@ new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd *
     return KEEL_OK;
 }
 
+/* A storage outage is answered as everywhere (keel_fail_storage: 503 and
+ * Retry-After). Any other error is 500, unlike the shared mapping: every
+ * not-found and conflict the client can cause was decided before (its
+ * 404 or 409), so a constraint or data error here is Keel's bug. */
 static keel_status db_failure(struct keel_request *req, keel_status rc)
 {
-    switch (rc) {
-    case KEEL_E_UNAVAILABLE:
-    case KEEL_E_TIMEOUT:
-        keel_resp_set_header(req, "Retry-After", "1");
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "database: %s", keel_strerror(rc));
-    case KEEL_E_NOMEM:
+    if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT)
+        return keel_fail_storage(req, rc, "database", NULL);
+    if (rc == KEEL_E_NOMEM)
         return keel_errorf(req, KEEL_E_NOMEM, "out of memory");
-    default:
-        /* Constraint or data errors here are Keel's bugs, not the client's. */
-        return keel_errorf(req, KEEL_E_INTERNAL, "orders: %s", keel_strerror(rc));
-    }
+    return keel_errorf(req, KEEL_E_INTERNAL, "orders: %s", keel_strerror(rc));
 }
 
 static const char *verb(enum orders_cmd_kind kind)
