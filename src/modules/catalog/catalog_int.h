@@ -1,7 +1,8 @@
 /*
  * catalog_int.h - the catalog module's internal interfaces
  * (docs/internals/catalog.md). Nothing outside src/modules/catalog and
- * src/cmd/seed.c includes this.
+ * src/cmd/seed.c includes this; other modules use include/keel/catalog.h
+ * (stock.c).
  *
  * Threads: functions taking a keel_db_conn run on pool threads (they are
  * called from keel_db_run, keel_cache_get loaders or the seed command);
@@ -34,6 +35,12 @@ struct keel_json;
 /* Cache lifetimes (docs/internals/catalog.md, "Caching"). */
 #define CATALOG_ITEM_TTL_MS 60000
 #define CATALOG_LIST_TTL_MS 30000
+
+/* Cache keys: one product's ("product:<id>", a format), and the namespace
+ * of every list (list.c builds the list keys in it). Only the catalog
+ * knows them: other modules invalidate with keel_catalog_invalidate. */
+#define CATALOG_ITEM_KEY  "product:%s"
+#define CATALOG_LISTS_KEY "products:*"
 
 /* Cache fills read the primary, not a replica: a fill that raced an
  * invalidation on a replica that had not replayed the write yet would put

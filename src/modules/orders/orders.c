@@ -25,7 +25,7 @@
 #include <string.h>
 
 #include "keel/auth.h"
-#include "keel/cache.h"
+#include "keel/catalog.h"
 #include "keel/config.h"
 #include "keel/db.h"
 #include "keel/json.h"
@@ -168,21 +168,20 @@ static keel_status refused(struct keel_request *req, const struct orders_cmd *cm
     return db_failure(req, cmd->rc < 0 ? cmd->rc : KEEL_E_INTERNAL);
 }
 
-/* After a commit: the products whose stock changed, and every list. */
+/* After a commit: the catalog drops what it cached of each line's
+ * product, and its lists (keel_catalog_invalidate). The response is
+ * ready whatever happens here: without memory for the keys the caches
+ * expire by TTL. */
 static keel_status invalidate(struct keel_request *req, const struct orders_line *lines, unsigned n)
 {
-    const char **keys = keel_arena_alloc(req->arena, (n + 1) * sizeof(*keys));
+    const char *ids[ORDERS_MAX_ITEMS];
     unsigned i;
+    keel_status rc;
 
-    if (!keys)
-        return KEEL_DONE; /* the response is ready; the caches expire by TTL */
-    for (i = 0; i < n; i++) {
-        keys[i] = keel_arena_sprintf(req->arena, "product:%s", lines[i].product_id);
-        if (!keys[i])
-            return KEEL_DONE;
-    }
-    keys[n] = "products:*";
-    return keel_cache_invalidate(req, keys, n + 1, KEEL_DONE);
+    for (i = 0; i < n; i++)
+        ids[i] = lines[i].product_id;
+    rc = keel_catalog_invalidate(req, ids, n, KEEL_DONE);
+    return rc == KEEL_E_NOMEM ? KEEL_DONE : rc;
 }
 
 static keel_status answer(struct keel_request *req, int status, const struct keel_buf *body)
