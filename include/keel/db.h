@@ -291,4 +291,26 @@ keel_status keel_db_listen_start(struct keel_db *db,
  * keel_db_close. */
 void keel_db_listen_stop(struct keel_db_listener *l);
 
+/* ------------------------------------------------------------ one row */
+
+/* Reads the current row for keel_db_query_one. The accessors' pointers
+ * stay valid during the call only: copy what must outlive it. Returns
+ * KEEL_OK, or an error that keel_db_query_one returns as is. */
+typedef keel_status (*keel_db_row_fn)(const struct keel_db_rows *r, void *arg);
+
+/* Runs a query that returns at most one row (a lookup by key, an UPDATE
+ * ... RETURNING of one keyed row) and calls fn(row, arg) on it; a further
+ * row would not be read. fn may be NULL when only the row's existence
+ * matters. The result is freed before the call returns, so the next
+ * statement may follow at once. Returns KEEL_OK, KEEL_E_NOT_FOUND when the
+ * query returned no row (fn is not called), fn's error, or the storage
+ * error of the query or of reading its row. Pool thread only
+ * (src/db/db_util.c). */
+keel_status keel_db_query_one(struct keel_db_conn *c,
+                              const char *sql,
+                              const struct keel_db_param *params,
+                              unsigned nparams,
+                              keel_db_row_fn fn,
+                              void *arg);
+
 #endif

@@ -1,6 +1,7 @@
 /*
- * events.h - the event store and the transactional outbox (issue 5; SPEC
- * section 3 "Orders"; seed 000 "CQRS"; docs/internals/orders.md).
+ * events.h - the event store, the transactional outbox and the event
+ * metadata with its W3C trace context (issue 5; SPEC section 3 "Orders";
+ * seed 000 "CQRS"; docs/internals/events.md).
  *
  * A stream is the history of one aggregate (an order): a UUID, a stream
  * type ("order") and its events, versioned 1, 2, 3... with no gap and no
@@ -20,6 +21,11 @@
  * connection run on a pool thread, inside the caller's transaction
  * (keel_db_transaction, or keel_db_run with KEEL_DB_WRITE), so the event,
  * the read model and the outbox row commit together or not at all.
+ *
+ * Layering: src/events sits above storage (keel/db.h) and below HTTP. It
+ * knows nothing of requests: the caller reads the request id, the user
+ * and the traceparent header and passes them in (struct keel_event_meta,
+ * keel_trace_parse). docs/internals/events.md.
  */
 #ifndef KEEL_EVENTS_H
 #define KEEL_EVENTS_H
@@ -30,9 +36,9 @@
 #include "keel/buf.h"
 #include "keel/core.h"
 
+struct keel_arena;
 struct keel_db_conn;
 struct keel_json;
-struct keel_request;
 
 /* One event. Strings are borrowed: for an append, from the caller for the
  * duration of the call; for a load or scan, from the result row for the
@@ -92,16 +98,38 @@ keel_status keel_events_scan(struct keel_db_conn *c,
  * {"stream_id", "version", "type", "data", "metadata", "created_at"}. */
 void keel_events_json(struct keel_json *j, const struct keel_event *ev);
 
-/* The metadata of events caused by req, as a JSON object in req's arena:
- * {"request_id", "user_id" (null when anonymous), "trace_id" (the trace-id
- * of a valid W3C traceparent header, else null)}. NULL when the arena is
- * exhausted. Loop thread. */
-const char *keel_events_metadata(struct keel_request *req);
+/* ----------------------------------------------------------- metadata */
 
-/* The trace-id (32 lowercase hex digits) of req's traceparent header
- * (W3C Trace Context: version 00..fe, non-zero trace-id and parent-id,
- * lowercase hex). Returns false (out = "") when absent or invalid. */
-bool keel_events_trace_id(const struct keel_request *req, char out[33]);
+/* Who and what caused an event. NULL members are written as null. */
+struct keel_event_meta {
+    const char *request_id; /* the request's id (X-Request-ID or generated) */
+    const char *user_id;    /* the caller; NULL when anonymous */
+    const char *trace_id;   /* the W3C trace-id (keel_trace_parse); NULL when none */
+};
+
+/* Writes m as an event's metadata, the JSON object {"request_id",
+ * "user_id", "trace_id"}, NUL-terminated in arena a (freed with it).
+ * Returns NULL when a is exhausted or the object would pass 1 KiB. Any
+ * thread (the arena's). */
+const char *keel_events_metadata(struct keel_arena *a, const struct keel_event_meta *m);
+
+/* A W3C Trace Context traceparent (level 1):
+ * version "-" trace-id "-" parent-id "-" trace-flags, 2-32-16-2 hex. */
+struct keel_trace_context {
+    char trace_id[33];  /* 32 lowercase hex digits, not all zero */
+    char parent_id[17]; /* 16 lowercase hex digits, not all zero */
+    uint8_t flags;      /* trace-flags (bit 0: sampled) */
+};
+
+/* Parses the value of one traceparent header (len bytes, no NUL needed)
+ * into *out. Valid: version 00..fe in lowercase hex; lowercase hex ids,
+ * neither all zeros; a version after 00 may append "-..." after the
+ * flags, version 00 may not. Returns false (and *out all zeros, empty
+ * strings) for anything else. The caller decides what a missing or
+ * repeated header means. Pure; any thread. */
+bool keel_trace_parse(const char *traceparent, size_t len, struct keel_trace_context *out);
+
+/* ------------------------------------------------------------- outbox */
 
 /* Adds a message to the outbox: `topic` ("orders"), `key` (the stream id:
  * consumers keep per-key order), `payload` (JSON text, len bytes). A

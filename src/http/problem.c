@@ -6,6 +6,8 @@
  * status; the response is built later, once, by the error sanitizer
  * (src/mw/errors.c), so every failure path - parser, middleware, handler,
  * timeout - produces the same document shape and none leaks internals.
+ * keel_fail_storage is the one mapping from a storage failure to its
+ * answer (503 with Retry-After for an outage), shared by the modules.
  */
 #include "keel/problem.h"
 
@@ -152,6 +154,18 @@ keel_status keel_errorf(struct keel_request *req, keel_status rc, const char *fm
     va_end(ap);
     req->rc = rc < 0 ? rc : KEEL_E_INTERNAL;
     return req->rc;
+}
+
+keel_status
+keel_fail_storage(struct keel_request *req, keel_status rc, const char *what, const char *not_found)
+{
+    if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT) {
+        keel_resp_set_header(req, "Retry-After", "1");
+        return keel_errorf(req, KEEL_E_UNAVAILABLE, "%s: %s", what, keel_strerror(rc));
+    }
+    if (rc == KEEL_E_NOT_FOUND && not_found)
+        return keel_fail(req, 404, NULL, "%s", not_found);
+    return keel_errorf(req, rc < 0 ? rc : KEEL_E_INTERNAL, "%s: %s", what, keel_strerror(rc));
 }
 
 keel_status keel_problem_render(struct keel_request *req)

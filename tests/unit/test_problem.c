@@ -459,6 +459,90 @@ static void test_render_default_slugs(void **state)
     }
 }
 
+/* ------------------------------------------------------ keel_fail_storage */
+
+/* An outage: 503 with Retry-After: 1, the store named in the log only. */
+static void test_storage_unavailable(void **state)
+{
+    static const keel_status outages[] = {KEEL_E_UNAVAILABLE, KEEL_E_TIMEOUT};
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < KEEL_ARRAY_LEN(outages); i++) {
+        struct json_object *o;
+        char logged[64];
+
+        g_req.resp.nheaders = 0;
+        assert_int_equal(keel_fail_storage(&g_req, outages[i], "shelf db", "No shelf."),
+                         KEEL_E_UNAVAILABLE);
+        assert_string_equal(keel_resp_get_header(&g_req, "Retry-After"), "1");
+        snprintf(logged, sizeof(logged), "shelf db: %s", keel_strerror(outages[i]));
+        assert_string_equal(g_req.internal_detail, logged);
+        o = render();
+        check_problem(o, 503, "service-unavailable", "Service unavailable",
+                      keel_strerror(KEEL_E_UNAVAILABLE));
+        assert_null(strstr(g_req.resp.body.data, "shelf db"));
+        json_object_put(o);
+    }
+}
+
+/* Not found: the caller's public detail, or the generic one. */
+static void test_storage_not_found(void **state)
+{
+    struct json_object *o;
+
+    (void)state;
+    assert_int_equal(keel_fail_storage(&g_req, KEEL_E_NOT_FOUND, "shelf db", "No shelf here."),
+                     KEEL_E_NOT_FOUND);
+    assert_null(keel_resp_get_header(&g_req, "Retry-After"));
+    o = render();
+    check_problem(o, 404, "not-found", "Not found", "No shelf here.");
+    json_object_put(o);
+
+    g_req.problem_status = 0;
+    g_req.problem_detail = NULL;
+    assert_int_equal(keel_fail_storage(&g_req, KEEL_E_NOT_FOUND, "shelf db", NULL),
+                     KEEL_E_NOT_FOUND);
+    assert_string_equal(g_req.internal_detail, "shelf db: not found");
+    o = render();
+    check_problem(o, 404, "not-found", "Not found", "not found");
+    json_object_put(o);
+}
+
+/* Everything else answers as its own status, with no public detail. */
+static void test_storage_other_errors(void **state)
+{
+    static const struct {
+        keel_status rc;
+        int status;
+        const char *slug, *title;
+    } cases[] = {
+        {KEEL_E_CONFLICT, 409, "conflict", "Conflict"},
+        {KEEL_E_DB, 500, "internal-error", "Internal error"},
+        {KEEL_E_NOMEM, 503, "service-unavailable", "Service unavailable"},
+        {KEEL_E_TOO_LARGE, 413, "payload-too-large", "Payload too large"},
+    };
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < KEEL_ARRAY_LEN(cases); i++) {
+        struct json_object *o;
+
+        g_req.problem_status = 0;
+        g_req.problem_detail = NULL;
+        assert_int_equal(keel_fail_storage(&g_req, cases[i].rc, "shelf db", "No shelf."),
+                         cases[i].rc);
+        assert_null(keel_resp_get_header(&g_req, "Retry-After"));
+        o = render();
+        check_problem(o, cases[i].status, cases[i].slug, cases[i].title,
+                      keel_strerror(cases[i].rc));
+        json_object_put(o);
+    }
+    /* A status that is no error is Keel's bug: 500. */
+    assert_int_equal(keel_fail_storage(&g_req, KEEL_DONE, "shelf db", NULL), KEEL_E_INTERNAL);
+    assert_string_equal(g_req.internal_detail, "shelf db: done");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int main(void)
@@ -475,6 +559,9 @@ int main(void)
         T(test_errorf_hides_internal_detail),
         T(test_errorf_generic_details),
         T(test_errorf_nonnegative_rc),
+        T(test_storage_unavailable),
+        T(test_storage_not_found),
+        T(test_storage_other_errors),
         T(test_fail_5xx_public_detail),
         T(test_render_escapes_and_replaces_body),
         T(test_render_empty_path_and_id),

@@ -1,7 +1,8 @@
 /*
  * catalog_int.h - the catalog module's internal interfaces
  * (docs/internals/catalog.md). Nothing outside src/modules/catalog and
- * src/cmd/seed.c includes this.
+ * src/cmd/seed.c includes this; other modules use include/keel/catalog.h
+ * (stock.c).
  *
  * Threads: functions taking a keel_db_conn run on pool threads (they are
  * called from keel_db_run, keel_cache_get loaders or the seed command);
@@ -34,6 +35,12 @@ struct keel_json;
 /* Cache lifetimes (docs/internals/catalog.md, "Caching"). */
 #define CATALOG_ITEM_TTL_MS 60000
 #define CATALOG_LIST_TTL_MS 30000
+
+/* Cache keys: one product's ("product:<id>", a format), and the namespace
+ * of every list (list.c builds the list keys in it). Only the catalog
+ * knows them: other modules invalidate with keel_catalog_invalidate. */
+#define CATALOG_ITEM_KEY  "product:%s"
+#define CATALOG_LISTS_KEY "products:*"
 
 /* Cache fills read the primary, not a replica: a fill that raced an
  * invalidation on a replica that had not replayed the write yet would put
@@ -212,8 +219,9 @@ keel_status catalog_product_patch(struct keel_request *req);
 keel_status catalog_product_delete(struct keel_request *req);
 keel_status catalog_product_stock(struct keel_request *req);
 
-/* Maps a storage failure to the client's answer (503 with Retry-After for
- * unavailability, 500 otherwise; the detail is logged only). */
+/* Maps a storage failure to the client's answer: keel_fail_storage
+ * (keel/problem.h) with the catalog's words, "No product with this id."
+ * for KEEL_E_NOT_FOUND. */
 keel_status catalog_db_failure(struct keel_request *req, keel_status rc);
 
 #endif

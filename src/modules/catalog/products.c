@@ -17,9 +17,11 @@
 #include <string.h>
 
 #include "keel/cache.h"
+#include "keel/catalog.h"
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/schema.h"
 #include "keel/uuid.h"
 
@@ -143,17 +145,7 @@ const struct keel_module keel_module_catalog = {
 
 keel_status catalog_db_failure(struct keel_request *req, keel_status rc)
 {
-    switch (rc) {
-    case KEEL_E_NOT_FOUND:
-        return keel_fail(req, 404, NULL, "No product with this id.");
-    case KEEL_E_UNAVAILABLE:
-    case KEEL_E_TIMEOUT:
-        keel_resp_set_header(req, "Retry-After", "1");
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "catalog database: %s", keel_strerror(rc));
-    default:
-        return keel_errorf(req, rc < 0 ? rc : KEEL_E_INTERNAL, "catalog database: %s",
-                           keel_strerror(rc));
-    }
+    return keel_fail_storage(req, rc, "catalog database", "No product with this id.");
 }
 
 /* The {id} of the path, lowercased (ids are stored lowercase). */
@@ -173,15 +165,7 @@ static bool path_id(struct keel_request *req, char out[37])
  * then the request ends with the response already written. */
 static keel_status invalidate(struct keel_request *req, const char *id)
 {
-    const char **keys = keel_arena_alloc(req->arena, 2 * sizeof(*keys));
-
-    if (!keys)
-        return KEEL_E_NOMEM;
-    keys[0] = keel_arena_sprintf(req->arena, "product:%s", id);
-    keys[1] = "products:*";
-    if (!keys[0])
-        return KEEL_E_NOMEM;
-    return keel_cache_invalidate(req, keys, 2, KEEL_DONE);
+    return keel_catalog_invalidate(req, &id, 1, KEEL_DONE);
 }
 
 /* Splits a cache entry into its ETag (copied to the arena) and body. */
@@ -346,7 +330,7 @@ keel_status catalog_product_get(struct keel_request *req)
     if (!o || !path_id(req, o->id))
         return KEEL_E_NOMEM;
     /* In the arena: the cache may keep the key while the load runs. */
-    key = keel_arena_sprintf(req->arena, "product:%s", o->id);
+    key = keel_arena_sprintf(req->arena, CATALOG_ITEM_KEY, o->id);
     if (!key)
         return KEEL_E_NOMEM;
     return keel_cache_get(req, key, CATALOG_ITEM_TTL_MS, CATALOG_FILL_INTENT, get_load, get_done,

@@ -111,36 +111,40 @@ keel_status catalog_product_entry(struct keel_buf *out, const struct product *p)
     return keel_json_end(&j);
 }
 
-/* Reads the one row of a product query into an entry. */
-static keel_status entry_from_rows(struct keel_db_rows *r, struct keel_buf *out, int64_t *version)
-{
-    struct product p;
-    keel_status rc = keel_db_next(r);
+/* Where entry_row puts the product it reads. */
+struct entry_out {
+    struct keel_buf *out;
+    int64_t *version; /* may be NULL */
+};
 
-    if (rc == KEEL_DONE)
-        return KEEL_E_NOT_FOUND;
-    if (rc < 0)
-        return rc;
+/* Reads a product row (CATALOG_COLS) as a cache entry (keel_db_row_fn). */
+static keel_status entry_row(const struct keel_db_rows *r, void *arg)
+{
+    const struct entry_out *e = arg;
+    struct product p;
+
     if (!catalog_product_from_row(r, &p))
         return KEEL_E_DB;
-    if (version)
-        *version = p.version;
-    keel_buf_reset(out);
-    return catalog_product_entry(out, &p);
+    if (e->version)
+        *e->version = p.version;
+    keel_buf_reset(e->out);
+    return catalog_product_entry(e->out, &p);
+}
+
+/* Reads column 0 as an integer (keel_db_row_fn). */
+static keel_status int_row(const struct keel_db_rows *r, void *arg)
+{
+    *(int64_t *)arg = keel_db_int64(r, 0);
+    return KEEL_OK;
 }
 
 keel_status catalog_repo_get(struct keel_db_conn *c, const char *id, struct keel_buf *out)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(id)};
-    struct keel_db_rows *r;
-    keel_status rc;
+    struct entry_out e = {out, NULL};
 
-    rc = keel_db_query(c, "SELECT " CATALOG_COLS " FROM products WHERE id = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = entry_from_rows(r, out, NULL);
-    keel_db_rows_free(r);
-    return rc;
+    return keel_db_query_one(c, "SELECT " CATALOG_COLS " FROM products WHERE id = $1", p, 1,
+                             entry_row, &e);
 }
 
 keel_status catalog_repo_insert(struct keel_db_conn *c, const struct product *p)
@@ -173,17 +177,8 @@ static struct keel_db_param opt_text(const char *s)
 static keel_status current_version(struct keel_db_conn *c, const char *id, int64_t *out)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(id)};
-    struct keel_db_rows *r;
-    keel_status rc;
 
-    rc = keel_db_query(c, "SELECT version FROM products WHERE id = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK)
-        *out = keel_db_int64(r, 0);
-    keel_db_rows_free(r);
-    return rc == KEEL_DONE ? KEEL_E_NOT_FOUND : rc;
+    return keel_db_query_one(c, "SELECT version FROM products WHERE id = $1", p, 1, int_row, out);
 }
 
 /* Chooses the version the UPDATE must find: none (no If-Match or "*"), or
@@ -229,22 +224,18 @@ patch_apply(struct keel_db_conn *c, struct product_patch *pt, bool cond, int64_t
         KEEL_DB_INT(pt->now_us),
         cond ? KEEL_DB_INT(want) : KEEL_DB_NULL(),
     };
-    struct keel_db_rows *r;
+    struct entry_out e = {&pt->entry, &pt->version};
     keel_status rc;
 
-    rc = keel_db_query(c,
-                       "UPDATE products SET sku = COALESCE($2, sku), name = COALESCE($3, name),"
-                       " description = COALESCE($4, description),"
-                       " price_cents = COALESCE($5, price_cents),"
-                       " currency = COALESCE($6, currency), category = COALESCE($7, category),"
-                       " version = version + 1, updated_us = $8"
-                       " WHERE id = $1 AND version = COALESCE($9, version)"
-                       " RETURNING " CATALOG_COLS,
-                       p, KEEL_ARRAY_LEN(p), &r);
-    if (rc < 0)
-        return rc;
-    rc = entry_from_rows(r, &pt->entry, &pt->version);
-    keel_db_rows_free(r);
+    rc = keel_db_query_one(c,
+                           "UPDATE products SET sku = COALESCE($2, sku), name = COALESCE($3, name),"
+                           " description = COALESCE($4, description),"
+                           " price_cents = COALESCE($5, price_cents),"
+                           " currency = COALESCE($6, currency), category = COALESCE($7, category),"
+                           " version = version + 1, updated_us = $8"
+                           " WHERE id = $1 AND version = COALESCE($9, version)"
+                           " RETURNING " CATALOG_COLS,
+                           p, KEEL_ARRAY_LEN(p), entry_row, &e);
     if (rc == KEEL_E_NOT_FOUND) {
         /* With a condition the row existed a moment ago in this transaction:
          * another writer changed its version (PostgreSQL, read committed). */
@@ -284,48 +275,44 @@ catalog_repo_delete(struct keel_db_conn *c, const char *id, enum catalog_outcome
 static keel_status stock_why(struct keel_db_conn *c, struct stock_change *s)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(s->id)};
-    struct keel_db_rows *r;
+    int64_t stock = 0;
     keel_status rc;
 
-    rc = keel_db_query(c, "SELECT stock FROM products WHERE id = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_DONE)
+    rc = keel_db_query_one(c, "SELECT stock FROM products WHERE id = $1", p, 1, int_row, &stock);
+    if (rc == KEEL_E_NOT_FOUND) {
         s->outcome = CATALOG_ABSENT;
-    else if (rc == KEEL_OK)
-        s->outcome =
-            keel_db_int64(r, 0) + s->delta < 0 ? CATALOG_OUT_OF_STOCK : CATALOG_STOCK_OVERFLOW;
-    keel_db_rows_free(r);
-    return rc < 0 ? rc : KEEL_OK;
+        return KEEL_OK;
+    }
+    if (rc == KEEL_OK)
+        s->outcome = stock + s->delta < 0 ? CATALOG_OUT_OF_STOCK : CATALOG_STOCK_OVERFLOW;
+    return rc;
+}
+
+/* The stock and version an adjustment returned (keel_db_row_fn). */
+static keel_status stock_row(const struct keel_db_rows *r, void *arg)
+{
+    struct stock_change *s = arg;
+
+    s->stock = keel_db_int64(r, 0);
+    s->version = keel_db_int64(r, 1);
+    return KEEL_OK;
 }
 
 keel_status catalog_repo_stock(struct keel_db_conn *c, struct stock_change *s)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(s->id), KEEL_DB_INT(s->delta), KEEL_DB_INT(s->now_us),
                                 KEEL_DB_INT(CATALOG_STOCK_MAX)};
-    struct keel_db_rows *r;
     keel_status rc;
 
     s->outcome = CATALOG_APPLIED;
     /* One statement: the bound is checked against the row as locked, so N
      * concurrent decrements of stock k succeed exactly min(N, k) times. */
-    rc = keel_db_query(c,
-                       "UPDATE products SET stock = stock + $2, version = version + 1,"
-                       " updated_us = $3 WHERE id = $1 AND stock + $2 >= 0 AND stock + $2 <= $4"
-                       " RETURNING stock, version",
-                       p, KEEL_ARRAY_LEN(p), &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        s->stock = keel_db_int64(r, 0);
-        s->version = keel_db_int64(r, 1);
-    }
-    keel_db_rows_free(r);
-    if (rc == KEEL_DONE)
-        return stock_why(c, s);
-    return rc;
+    rc = keel_db_query_one(c,
+                           "UPDATE products SET stock = stock + $2, version = version + 1,"
+                           " updated_us = $3 WHERE id = $1 AND stock + $2 >= 0 AND stock + $2 <= $4"
+                           " RETURNING stock, version",
+                           p, KEEL_ARRAY_LEN(p), stock_row, s);
+    return rc == KEEL_E_NOT_FOUND ? stock_why(c, s) : rc;
 }
 
 /* -------------------------------------------------------------- lists */

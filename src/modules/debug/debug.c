@@ -19,6 +19,7 @@
 #include "keel/http.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/redis.h"
 
 #include "debug_int.h"
@@ -167,11 +168,14 @@ static struct kv *kv_new(struct keel_request *req)
     return kv;
 }
 
+/* The shared mapping (keel_fail_storage), but an outage keeps the debug
+ * routes' own public detail and the error filter's default Retry-After,
+ * which the storage tests have always seen. */
 static keel_status db_failure(struct keel_request *req, keel_status rc)
 {
     if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT)
         return keel_fail(req, 503, NULL, "The database is unavailable; retry later.");
-    return keel_errorf(req, rc, "debug kv: storage error");
+    return keel_fail_storage(req, rc, "debug kv", NULL);
 }
 
 static keel_status kv_put_tx(struct keel_db_conn *c, void *arg)
@@ -227,27 +231,27 @@ static keel_status kv_put(struct keel_request *req)
     return keel_db_run(req, KEEL_DB_WRITE, kv_put_tx, kv_put_done, kv);
 }
 
+/* The value of the kv row (keel_db_row_fn). */
+static keel_status kv_row(const struct keel_db_rows *r, void *arg)
+{
+    struct kv *kv = arg;
+    size_t len = 0;
+    const char *v = keel_db_text(r, 0, &len);
+
+    memcpy(kv->value, v ? v : "", len < KV_MAX ? len : KV_MAX);
+    kv->found = true;
+    return KEEL_OK;
+}
+
 static keel_status kv_get_q(struct keel_db_conn *c, void *arg)
 {
     struct kv *kv = arg;
     const struct keel_db_param p[] = {KEEL_DB_TEXT(kv->key)};
-    struct keel_db_rows *r;
-    const char *v;
-    size_t len;
     keel_status rc;
 
     snprintf(kv->source, sizeof(kv->source), "%s", keel_db_conn_role(c));
-    rc = keel_db_query(c, "SELECT value FROM debug_kv WHERE key = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        v = keel_db_text(r, 0, &len);
-        memcpy(kv->value, v ? v : "", len < KV_MAX ? len : KV_MAX);
-        kv->found = true;
-    }
-    keel_db_rows_free(r);
-    return rc < 0 ? rc : KEEL_OK;
+    rc = keel_db_query_one(c, "SELECT value FROM debug_kv WHERE key = $1", p, 1, kv_row, kv);
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc; /* kv->found says */
 }
 
 static keel_status kv_get_done(struct keel_request *req, keel_status rc, void *arg)
@@ -293,16 +297,10 @@ struct redis_probe {
 
 static keel_status probe_db(struct keel_db_conn *c, void *arg)
 {
-    struct keel_db_rows *r;
-    keel_status rc;
+    keel_status rc = keel_db_query_one(c, "SELECT 1", NULL, 0, NULL, NULL);
 
     (void)arg;
-    rc = keel_db_query(c, "SELECT 1", NULL, 0, &r);
-    if (rc == KEEL_OK) {
-        rc = keel_db_next(r);
-        keel_db_rows_free(r);
-    }
-    return rc < 0 ? rc : KEEL_OK;
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc;
 }
 
 static keel_status probe_done(struct keel_request *req, keel_status rc, void *arg)

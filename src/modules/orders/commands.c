@@ -13,12 +13,11 @@
  * retries serialization failures and deadlocks; this loop adds the
  * retry that only the domain can judge safe.
  *
- * Stock: an order reserves each product with one conditional UPDATE
- * (stock >= quantity), so two orders can never both take the last unit:
- * PostgreSQL re-checks the condition on the row version the first
- * committed, SQLite serializes writers. Products are always updated in
- * product-id order, so two orders (or an order and a cancellation) that
- * share products lock them in the same order and cannot deadlock.
+ * Stock belongs to the catalog (include/keel/catalog.h): a create
+ * reserves its lines and a cancellation releases them inside the
+ * command's transaction, so a refusal or a lost race rolls the stock back
+ * with everything else. The catalog takes its locks in one global order,
+ * so concurrent orders and cancellations cannot deadlock.
  *
  * Domain refusals (out of stock, illegal transition...) return
  * KEEL_E_INVALID from the transaction function, which rolls everything
@@ -29,6 +28,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "keel/catalog.h"
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/log.h"
@@ -37,6 +37,8 @@
 #include "orders_int.h"
 
 #define NAMES_MAX (1u << 20)
+
+_Static_assert(ORDERS_MAX_ITEMS <= KEEL_CATALOG_LINES_MAX, "an order's lines fit a reservation");
 
 /* keel_orders_commands_total{command,result}: result ok, refused (a 4xx
  * decision: out of stock, illegal transition...) or error (storage);
@@ -136,58 +138,46 @@ struct create_ctx {
     int64_t total_cents;
 };
 
-/* Line indexes in product-id order: the lock order. */
-static void lock_order(const struct orders_line *lines, unsigned n, unsigned *idx)
+/* The lines as the catalog takes them (ids borrowed from `from`). */
+static void catalog_lines(const struct orders_line *from, unsigned n, struct keel_catalog_line *to)
 {
-    unsigned i, k;
+    unsigned i;
 
-    for (i = 0; i < n; i++) {
-        for (k = i; k > 0 && strcmp(lines[idx[k - 1]].product_id, lines[i].product_id) > 0; k--)
-            idx[k] = idx[k - 1];
-        idx[k] = i;
-    }
+    for (i = 0; i < n; i++)
+        to[i] = (struct keel_catalog_line){from[i].product_id, from[i].quantity};
 }
 
-/* Takes line i's quantity from stock and reads its price. */
-static keel_status reserve(struct keel_db_conn *c, struct create_ctx *x, unsigned i)
+/* What the catalog said about reserved line i (keel_catalog_item_fn). */
+static keel_status priced(unsigned i, const struct keel_catalog_item *item, void *arg)
 {
-    const struct orders_line *l = &x->cmd->lines[i];
-    struct keel_db_param p[] = {KEEL_DB_UUID(l->product_id), KEEL_DB_INT(l->quantity)};
-    struct keel_db_rows *r;
-    const char *name, *cur;
-    size_t len = 0;
+    struct create_ctx *x = arg;
+
+    x->priced[i].name = x->names.len;
+    x->priced[i].unit_price_cents = item->price.cents;
+    memcpy(x->priced[i].currency, item->price.currency, sizeof(x->priced[i].currency));
+    if (keel_buf_append(&x->names, item->name, item->name_len) < 0 ||
+        keel_buf_appendc(&x->names, '\0') < 0)
+        return KEEL_E_TOO_LARGE;
+    return KEEL_OK;
+}
+
+/* Takes every line from stock and reads its price; a line the catalog
+ * refuses (unknown product, short of stock) refuses the order. */
+static keel_status reserve(struct keel_db_conn *c, struct create_ctx *x)
+{
+    struct orders_cmd *cmd = x->cmd;
+    struct keel_catalog_line lines[ORDERS_MAX_ITEMS];
+    struct keel_catalog_reservation res;
     keel_status rc;
 
-    rc = keel_db_query(c,
-                       "UPDATE products SET stock = stock - $2, version = version + 1"
-                       " WHERE id = $1 AND stock >= $2 RETURNING name, price_cents, currency",
-                       p, 2, &r);
-    if (rc < 0)
+    catalog_lines(cmd->lines, cmd->nlines, lines);
+    rc = keel_catalog_reserve(c, lines, cmd->nlines, priced, x, &res);
+    if (rc < 0 || res.outcome == KEEL_CATALOG_RESERVED)
         return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        name = keel_db_text(r, 0, &len);
-        cur = keel_db_text(r, 2, NULL);
-        x->priced[i].name = x->names.len;
-        x->priced[i].unit_price_cents = keel_db_int64(r, 1);
-        snprintf(x->priced[i].currency, sizeof(x->priced[i].currency), "%s", cur ? cur : "");
-        if (keel_buf_append(&x->names, name ? name : "", len) < 0 ||
-            keel_buf_appendc(&x->names, '\0') < 0)
-            rc = KEEL_E_TOO_LARGE;
-    }
-    keel_db_rows_free(r);
-    if (rc != KEEL_DONE)
-        return rc;
-    /* Nothing updated: the product is missing or short of stock. */
-    rc = keel_db_query(c, "SELECT 1 FROM products WHERE id = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    keel_db_rows_free(r);
-    if (rc < 0)
-        return rc;
-    return refuse(x->cmd, rc == KEEL_OK ? ORDERS_FAIL_OUT_OF_STOCK : ORDERS_FAIL_UNKNOWN_PRODUCT,
-                  i);
+    return refuse(cmd,
+                  res.outcome == KEEL_CATALOG_OUT_OF_STOCK ? ORDERS_FAIL_OUT_OF_STOCK
+                                                           : ORDERS_FAIL_UNKNOWN_PRODUCT,
+                  res.line);
 }
 
 /* One currency for the whole order; the total within int64. */
@@ -249,14 +239,11 @@ static keel_status created_data(const struct create_ctx *x, struct keel_buf *out
 static keel_status create_steps(struct keel_db_conn *c, struct create_ctx *x, struct keel_buf *data)
 {
     struct orders_cmd *cmd = x->cmd;
-    unsigned idx[ORDERS_MAX_ITEMS], i;
     struct keel_event ev;
     char location[64];
-    keel_status rc = KEEL_OK;
+    keel_status rc;
 
-    lock_order(cmd->lines, cmd->nlines, idx);
-    for (i = 0; rc == KEEL_OK && i < cmd->nlines; i++)
-        rc = reserve(c, x, idx[i]);
+    rc = reserve(c, x);
     if (rc == KEEL_OK)
         rc = price(x);
     if (rc == KEEL_OK)
@@ -398,24 +385,13 @@ static keel_status transition_data(const struct orders_cmd *cmd, struct keel_buf
     return keel_json_end(&j);
 }
 
-/* Puts every line's quantity back, in product-id order. A product
- * deleted since is skipped: there is no stock left to return it to. */
+/* Puts every line's quantity back into the catalog's stock. */
 static keel_status restock(struct keel_db_conn *c, const struct orders_state *st)
 {
-    unsigned idx[ORDERS_MAX_ITEMS], i;
-    keel_status rc = KEEL_OK;
+    struct keel_catalog_line lines[ORDERS_MAX_ITEMS];
 
-    lock_order(st->items, st->nitems, idx);
-    for (i = 0; rc == KEEL_OK && i < st->nitems; i++) {
-        const struct orders_line *l = &st->items[idx[i]];
-        struct keel_db_param p[] = {KEEL_DB_UUID(l->product_id), KEEL_DB_INT(l->quantity)};
-
-        rc = keel_db_exec(c,
-                          "UPDATE products SET stock = stock + $2, version = version + 1"
-                          " WHERE id = $1",
-                          p, 2, NULL);
-    }
-    return rc;
+    catalog_lines(st->items, st->nitems, lines);
+    return keel_catalog_release(c, lines, st->nitems);
 }
 
 static keel_status

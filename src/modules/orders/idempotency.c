@@ -158,17 +158,24 @@ take_over(struct keel_db_conn *c, struct orders_idem *idem, const char *old, int
     return rc;
 }
 
-/* Decides from the existing record (the current row). A stale claim is
- * left for the caller to take over once the row is freed: *stale_lock
- * gets its lock_id. */
-static keel_status
-judge(struct keel_db_rows *r, struct orders_idem *idem, int64_t now, char stale_lock[64])
+/* A claim's look at the record in its way. */
+struct judging {
+    struct orders_idem *idem;
+    int64_t now;
+    char stale[64]; /* the lock_id of a stale claim, else "" */
+};
+
+/* Decides from the existing record (the current row; keel_db_row_fn). A
+ * stale claim is left for the caller to take over once the row is freed:
+ * x->stale gets its lock_id. */
+static keel_status judge(const struct keel_db_rows *r, void *arg)
 {
+    struct judging *x = arg;
+    struct orders_idem *idem = x->idem;
     const char *hash = keel_db_text(r, 0, NULL), *state = keel_db_text(r, 1, NULL);
     const char *body, *loc;
     size_t len = 0;
 
-    stale_lock[0] = '\0';
     if (!hash || strcmp(hash, idem->hash) != 0) {
         idem->outcome = ORDERS_IDEM_MISMATCH;
         return KEEL_OK;
@@ -183,8 +190,8 @@ judge(struct keel_db_rows *r, struct orders_idem *idem, int64_t now, char stale_
         return keel_buf_append(&idem->response, body ? body : "", len);
     }
     idem->outcome = ORDERS_IDEM_IN_USE;
-    if (keel_db_int64(r, 3) + ORDERS_IDEM_STALE_MS <= now && !keel_db_is_null(r, 2))
-        snprintf(stale_lock, 64, "%s", keel_db_text(r, 2, NULL));
+    if (keel_db_int64(r, 3) + ORDERS_IDEM_STALE_MS <= x->now && !keel_db_is_null(r, 2))
+        snprintf(x->stale, sizeof(x->stale), "%s", keel_db_text(r, 2, NULL));
     return KEEL_OK;
 }
 
@@ -194,8 +201,7 @@ static keel_status
 claim_once(struct keel_db_conn *c, struct orders_idem *idem, int64_t now, bool *again)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(idem->user_id), KEEL_DB_TEXT(idem->key)};
-    struct keel_db_rows *r;
-    char stale[64];
+    struct judging x = {.idem = idem, .now = now};
     bool won = false;
     keel_status rc;
 
@@ -205,23 +211,17 @@ claim_once(struct keel_db_conn *c, struct orders_idem *idem, int64_t now, bool *
         idem->outcome = ORDERS_IDEM_PROCEED;
         return rc;
     }
-    rc = keel_db_query(c,
-                       "SELECT request_hash, state, lock_id, locked_ms, status, location,"
-                       " response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
-                       p, 2, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK)
-        rc = judge(r, idem, now, stale);
-    keel_db_rows_free(r);
-    if (rc == KEEL_DONE) {
+    rc = keel_db_query_one(c,
+                           "SELECT request_hash, state, lock_id, locked_ms, status, location,"
+                           " response FROM idempotency_keys WHERE user_id = $1 AND key = $2",
+                           p, 2, judge, &x);
+    if (rc == KEEL_E_NOT_FOUND) {
         *again = true;
         return KEEL_OK;
     }
-    if (rc < 0 || !stale[0])
+    if (rc < 0 || !x.stale[0])
         return rc;
-    rc = take_over(c, idem, stale, now, &won);
+    rc = take_over(c, idem, x.stale, now, &won);
     if (rc == KEEL_OK && won) {
         idem->outcome = ORDERS_IDEM_PROCEED;
         idem->took_over = true;

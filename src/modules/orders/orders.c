@@ -25,11 +25,12 @@
 #include <string.h>
 
 #include "keel/auth.h"
-#include "keel/cache.h"
+#include "keel/catalog.h"
 #include "keel/config.h"
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/module.h"
+#include "keel/problem.h"
 #include "keel/schema.h"
 #include "keel/uuid.h"
 
@@ -49,6 +50,31 @@ static void lower_uuid(char *dst, const char *src, size_t len)
     dst[i] = '\0';
 }
 
+/* The request's trace context: its traceparent header when there is
+ * exactly one and it is valid; a repeated header counts as none. */
+static bool trace_context(const struct keel_request *req, struct keel_trace_context *tc)
+{
+    const struct keel_header *h = keel_request_header(req, "traceparent");
+
+    if (!h || keel_request_header_count(req, "traceparent") != 1)
+        return false;
+    return keel_trace_parse(h->value.p, h->value.len, tc);
+}
+
+/* The metadata of the events the request causes (NULL: arena exhausted). */
+static const char *event_metadata(struct keel_request *req)
+{
+    const struct keel_identity *id = keel_auth_identity(req);
+    struct keel_trace_context tc;
+    struct keel_event_meta m = {
+        .request_id = req->request_id,
+        .user_id = id ? id->user_id : NULL,
+        .trace_id = trace_context(req, &tc) ? tc.trace_id : NULL,
+    };
+
+    return keel_events_metadata(req->arena, &m);
+}
+
 static keel_status
 new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd **out)
 {
@@ -66,7 +92,7 @@ new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd *
         snprintf(cmd->actor_id, sizeof(cmd->actor_id), "%s", id->user_id);
     cmd->can_read_all = keel_auth_can(req, "orders:read_all");
     cmd->can_cancel_any = keel_auth_can(req, "orders:cancel_any");
-    cmd->metadata = keel_events_metadata(req);
+    cmd->metadata = event_metadata(req);
     if (!cmd->metadata)
         return KEEL_E_NOMEM;
     if (kind != ORDERS_CREATE) {
@@ -77,19 +103,17 @@ new_cmd(struct keel_request *req, enum orders_cmd_kind kind, struct orders_cmd *
     return KEEL_OK;
 }
 
+/* A storage outage is answered as everywhere (keel_fail_storage: 503 and
+ * Retry-After). Any other error is 500, unlike the shared mapping: every
+ * not-found and conflict the client can cause was decided before (its
+ * 404 or 409), so a constraint or data error here is Keel's bug. */
 static keel_status db_failure(struct keel_request *req, keel_status rc)
 {
-    switch (rc) {
-    case KEEL_E_UNAVAILABLE:
-    case KEEL_E_TIMEOUT:
-        keel_resp_set_header(req, "Retry-After", "1");
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "database: %s", keel_strerror(rc));
-    case KEEL_E_NOMEM:
+    if (rc == KEEL_E_UNAVAILABLE || rc == KEEL_E_TIMEOUT)
+        return keel_fail_storage(req, rc, "database", NULL);
+    if (rc == KEEL_E_NOMEM)
         return keel_errorf(req, KEEL_E_NOMEM, "out of memory");
-    default:
-        /* Constraint or data errors here are Keel's bugs, not the client's. */
-        return keel_errorf(req, KEEL_E_INTERNAL, "orders: %s", keel_strerror(rc));
-    }
+    return keel_errorf(req, KEEL_E_INTERNAL, "orders: %s", keel_strerror(rc));
 }
 
 static const char *verb(enum orders_cmd_kind kind)
@@ -144,21 +168,20 @@ static keel_status refused(struct keel_request *req, const struct orders_cmd *cm
     return db_failure(req, cmd->rc < 0 ? cmd->rc : KEEL_E_INTERNAL);
 }
 
-/* After a commit: the products whose stock changed, and every list. */
+/* After a commit: the catalog drops what it cached of each line's
+ * product, and its lists (keel_catalog_invalidate). The response is
+ * ready whatever happens here: without memory for the keys the caches
+ * expire by TTL. */
 static keel_status invalidate(struct keel_request *req, const struct orders_line *lines, unsigned n)
 {
-    const char **keys = keel_arena_alloc(req->arena, (n + 1) * sizeof(*keys));
+    const char *ids[ORDERS_MAX_ITEMS];
     unsigned i;
+    keel_status rc;
 
-    if (!keys)
-        return KEEL_DONE; /* the response is ready; the caches expire by TTL */
-    for (i = 0; i < n; i++) {
-        keys[i] = keel_arena_sprintf(req->arena, "product:%s", lines[i].product_id);
-        if (!keys[i])
-            return KEEL_DONE;
-    }
-    keys[n] = "products:*";
-    return keel_cache_invalidate(req, keys, n + 1, KEEL_DONE);
+    for (i = 0; i < n; i++)
+        ids[i] = lines[i].product_id;
+    rc = keel_catalog_invalidate(req, ids, n, KEEL_DONE);
+    return rc == KEEL_E_NOMEM ? KEEL_DONE : rc;
 }
 
 static keel_status answer(struct keel_request *req, int status, const struct keel_buf *body)

@@ -9,7 +9,8 @@
  *   projection.c   the fold (events -> state), the read model projection,
  *                  read-model queries, the rebuild
  *   idempotency.c  Idempotency-Key records
- *   eventstore.c   include/keel/events.h
+ * The event store and the outbox are shared infrastructure
+ * (include/keel/events.h, src/events).
  */
 #ifndef KEEL_ORDERS_INT_H
 #define KEEL_ORDERS_INT_H

@@ -554,18 +554,18 @@ static keel_status keep(const struct keel_event *ev, void *arg)
     return KEEL_OK;
 }
 
+/* Reads column 0 as an integer (keel_db_row_fn). */
+static keel_status int_row(const struct keel_db_rows *r, void *arg)
+{
+    *(int64_t *)arg = keel_db_int64(r, 0);
+    return KEEL_OK;
+}
+
 static keel_status count(struct keel_db_conn *c, const char *sql, int64_t *out)
 {
-    struct keel_db_rows *r;
-    keel_status rc = keel_db_query(c, sql, NULL, 0, &r);
+    keel_status rc = keel_db_query_one(c, sql, NULL, 0, int_row, out);
 
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK)
-        *out = keel_db_int64(r, 0);
-    keel_db_rows_free(r);
-    return rc == KEEL_OK ? KEEL_OK : rc < 0 ? rc : KEEL_E_DB;
+    return rc == KEEL_E_NOT_FOUND ? KEEL_E_DB : rc; /* COUNT(*) always has its row */
 }
 
 static keel_status rebuild_tx(struct keel_db_conn *c, void *arg)

@@ -1,6 +1,8 @@
 /*
- * eventstore.c - the event store and the outbox (include/keel/events.h;
- * docs/internals/orders.md "Event store").
+ * eventstore.c - the event store: appends with an expected version, stream
+ * loads and scans, and the JSON forms of an event and of its metadata
+ * (include/keel/events.h; docs/internals/events.md). The outbox is in
+ * outbox.c, the traceparent parser in trace.c.
  *
  * DESIGN: an append is one INSERT ... SELECT guarded by the stream's
  * current version:
@@ -21,20 +23,20 @@
  * Events are never updated or deleted; nothing in Keel has SQL that
  * would.
  */
-#include <stdio.h>
 #include <string.h>
 #include <time.h>
 
-#include "keel/auth.h"
+#include "keel/arena.h"
 #include "keel/db.h"
 #include "keel/events.h"
-#include "keel/http.h"
 #include "keel/json.h"
 #include "keel/uuid.h"
 
+#include "events_int.h"
+
 #define EVENT_COLS "seq, stream_id, stream_type, version, type, data, metadata, created_us"
 
-static int64_t now_us(void)
+int64_t keel__events_now_us(void)
 {
     struct timespec ts;
 
@@ -55,7 +57,7 @@ keel_events_append(struct keel_db_conn *c, struct keel_event *ev, int64_t expect
         return KEEL_E_INVALID;
     ev->version = expected_version + 1;
     if (!ev->created_us)
-        ev->created_us = now_us();
+        ev->created_us = keel__events_now_us();
     if (expected_version == 0) {
         /* Version 1 needs no guard: UNIQUE (stream_id, version) refuses
          * it when the stream exists, and no gap can come before it. */
@@ -200,92 +202,30 @@ void keel_events_json(struct keel_json *j, const struct keel_event *ev)
 
 /* ---------------------------------------------------------- metadata */
 
-static bool lower_hex(const char *s, size_t n, bool *all_zero)
+static void str_or_null(struct keel_json *j, const char *key, const char *s)
 {
-    size_t i;
-
-    *all_zero = true;
-    for (i = 0; i < n; i++) {
-        char ch = s[i];
-
-        if (!((ch >= '0' && ch <= '9') || (ch >= 'a' && ch <= 'f')))
-            return false;
-        if (ch != '0')
-            *all_zero = false;
-    }
-    return true;
+    keel_json_key(j, key);
+    if (s)
+        keel_json_str(j, s);
+    else
+        keel_json_null(j);
 }
 
-/* traceparent = version "-" trace-id "-" parent-id "-" flags, 2-32-16-2 hex
- * (W3C Trace Context, level 1). Version ff is invalid; a future version
- * may append fields after the flags ("-..."), which version 00 may not. */
-bool keel_events_trace_id(const struct keel_request *req, char out[33])
+const char *keel_events_metadata(struct keel_arena *a, const struct keel_event_meta *m)
 {
-    const struct keel_header *h = keel_request_header(req, "traceparent");
-    const char *v;
-    bool zero;
-
-    out[0] = '\0';
-    if (!h || keel_request_header_count(req, "traceparent") != 1 || h->value.len < 55)
-        return false;
-    v = h->value.p;
-    if (v[2] != '-' || v[35] != '-' || v[52] != '-')
-        return false;
-    if (!lower_hex(v, 2, &zero) || (v[0] == 'f' && v[1] == 'f'))
-        return false;
-    if (h->value.len > 55 && (memcmp(v, "00", 2) == 0 || v[55] != '-'))
-        return false;
-    if (!lower_hex(v + 53, 2, &zero))
-        return false;
-    if (!lower_hex(v + 36, 16, &zero) || zero)
-        return false;
-    if (!lower_hex(v + 3, 32, &zero) || zero)
-        return false;
-    memcpy(out, v + 3, 32);
-    out[32] = '\0';
-    return true;
-}
-
-const char *keel_events_metadata(struct keel_request *req)
-{
-    const struct keel_identity *id = keel_auth_identity(req);
     struct keel_buf b;
     struct keel_json j;
-    char trace[33];
     const char *out = NULL;
 
     keel_buf_init(&b, 1024);
     keel_json_begin(&j, &b);
     keel_json_obj_open(&j);
-    keel_json_key(&j, "request_id");
-    keel_json_str(&j, req->request_id);
-    keel_json_key(&j, "user_id");
-    if (id)
-        keel_json_str(&j, id->user_id);
-    else
-        keel_json_null(&j);
-    keel_json_key(&j, "trace_id");
-    if (keel_events_trace_id(req, trace))
-        keel_json_str(&j, trace);
-    else
-        keel_json_null(&j);
+    str_or_null(&j, "request_id", m->request_id);
+    str_or_null(&j, "user_id", m->user_id);
+    str_or_null(&j, "trace_id", m->trace_id);
     keel_json_obj_close(&j);
     if (keel_json_end(&j) == KEEL_OK)
-        out = keel_arena_strndup(req->arena, b.data, b.len);
+        out = keel_arena_strndup(a, b.data, b.len);
     keel_buf_free(&b);
     return out;
-}
-
-/* ------------------------------------------------------------ outbox */
-
-keel_status keel_outbox_put(
-    struct keel_db_conn *c, const char *topic, const char *key, const char *payload, size_t len)
-{
-    struct keel_db_param p[] = {KEEL_DB_TEXT(topic), KEEL_DB_TEXT(key), KEEL_DB_TEXTN(payload, len),
-                                KEEL_DB_INT(now_us())};
-
-    return keel_db_exec_deferred(c,
-                                 "INSERT INTO outbox (topic, key, payload, created_us)"
-                                 " VALUES ($1, $2, $3, $4)",
-                                 p, KEEL_ARRAY_LEN(p));
 }
