@@ -6,15 +6,15 @@
 #include "keel/router.h"
 
 extern const struct keel_module keel_module_health;
-extern const struct keel_module keel_module_prometheus;
+extern const struct keel_module keel_module_metrics;
 extern const struct keel_module keel_module_auth;
 extern const struct keel_module keel_module_catalog;
 extern const struct keel_module keel_module_orders;
 extern const struct keel_module keel_module_debug;
 
 const struct keel_module *const keel_modules[] = {
-    &keel_module_health,  &keel_module_prometheus, &keel_module_auth,
-    &keel_module_catalog, &keel_module_orders,     &keel_module_debug,
+    &keel_module_health,  &keel_module_metrics, &keel_module_auth,
+    &keel_module_catalog, &keel_module_orders,  &keel_module_debug,
 };
 
 const unsigned keel_nmodules = KEEL_ARRAY_LEN(keel_modules);
