@@ -194,6 +194,7 @@ static keel_status authenticate(struct keel_request *req)
 
 const struct keel_middleware keel_mw_authn = {
     .name = "authn",
+    .order = KEEL_MW_ORDER_AUTHN,
     .init = init,
     .phase = KEEL_PHASE_ACCESS,
     .handler = authenticate,

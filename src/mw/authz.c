@@ -24,6 +24,7 @@ static keel_status authorize(struct keel_request *req)
 
 const struct keel_middleware keel_mw_authz = {
     .name = "authz",
+    .order = KEEL_MW_ORDER_AUTHZ,
     .phase = KEEL_PHASE_ACCESS,
     .handler = authorize,
 };

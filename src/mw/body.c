@@ -48,6 +48,7 @@ static keel_status parse_body(struct keel_request *req)
 
 const struct keel_middleware keel_mw_body = {
     .name = "body",
+    .order = KEEL_MW_ORDER_BODY,
     .phase = KEEL_PHASE_PREACCESS,
     .handler = parse_body,
 };

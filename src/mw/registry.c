@@ -1,10 +1,14 @@
 /*
- * registry.c - the middleware list, in the order of SPEC section 2.
+ * registry.c - the core middleware list (SPEC section 2).
  *
- * Order matters three ways: phase handlers run in this order within their
- * phase, response filters run in this order (the error sanitizer first, so
+ * Order matters three ways: phase handlers run in order within their
+ * phase, response filters run in order (the error sanitizer first, so
  * every later filter sees the final response; compression last, so it
- * compresses the final body), and log handlers run in this order.
+ * compresses the final body), and log handlers run in order. Each
+ * middleware carries its place as data (.order, KEEL_MW_ORDER_*), because
+ * modules contribute middleware of their own (keel/module.h):
+ * keel_pipeline_init merges this list with theirs by that order. The
+ * list is kept in that order too, so it reads as the pipeline runs.
  */
 #include "keel/pipeline.h"
 
