@@ -7,8 +7,10 @@
  * compresses the final body), and log handlers run in order. Each
  * middleware carries its place as data (.order, KEEL_MW_ORDER_*), because
  * modules contribute middleware of their own (keel/module.h):
- * keel_pipeline_init merges this list with theirs by that order. The
- * list is kept in that order too, so it reads as the pipeline runs.
+ * keel_pipeline_init merges this list with theirs by that order. The list
+ * is kept in that order too, so it reads as the pipeline runs; the auth
+ * module's authentication (401) and authorization (403) run after each of
+ * the two rate limits (src/modules/auth/mw_authn.c, mw_authz.c).
  */
 #include "keel/pipeline.h"
 
@@ -18,9 +20,7 @@ extern const struct keel_middleware keel_mw_security_headers;
 extern const struct keel_middleware keel_mw_cors;
 extern const struct keel_middleware keel_mw_body;
 extern const struct keel_middleware keel_mw_ratelimit_ip;
-extern const struct keel_middleware keel_mw_authn;
 extern const struct keel_middleware keel_mw_ratelimit_user;
-extern const struct keel_middleware keel_mw_authz;
 extern const struct keel_middleware keel_mw_validate;
 extern const struct keel_middleware keel_mw_compress;
 extern const struct keel_middleware keel_mw_metrics;
@@ -33,9 +33,7 @@ const struct keel_middleware *const keel_middlewares[] = {
     &keel_mw_cors,             /* PREACCESS: preflight; filter: allow-origin */
     &keel_mw_body,             /* PREACCESS: 415 / 400 / depth for JSON routes */
     &keel_mw_ratelimit_ip,     /* ACCESS: per-IP limit, stricter on credential routes */
-    &keel_mw_authn,            /* ACCESS: Bearer JWT -> identity, blocklist; 401 */
     &keel_mw_ratelimit_user,   /* ACCESS: per-user limit */
-    &keel_mw_authz,            /* ACCESS: route permission vs role; 403 */
     &keel_mw_validate,         /* VALIDATE: the route's body schema; 400 per field */
     &keel_mw_compress,         /* filter: gzip >= 1 KiB */
     &keel_mw_metrics,          /* log: request counters and latency */

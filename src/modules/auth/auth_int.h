@@ -1,7 +1,7 @@
 /*
  * auth_int.h - the identity module's internal interfaces
- * (docs/internals/identity.md). Nothing outside src/modules/auth, src/mw/authn.c,
- * src/mw/authz.c and src/cmd/users.c includes this.
+ * (docs/internals/identity.md). Nothing outside src/modules/auth and
+ * src/cmd/users.c includes this.
  */
 #ifndef KEEL_AUTH_INT_H
 #define KEEL_AUTH_INT_H
@@ -192,6 +192,14 @@ void keel__auth_security_event(struct keel_request *req, const char *event, cons
 bool keel__auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1]);
 /* The client IP of the request as text ("" when unknown). */
 const char *keel__auth_client_ip(struct keel_request *req);
+
+/* ---------------------------------------------- mw_authn.c, mw_authz.c */
+
+/* The module's middleware (ACCESS phase): the Bearer token becomes the
+ * identity (401 otherwise); the route's permission against its role
+ * (403). */
+extern const struct keel_middleware auth_mw_authn;
+extern const struct keel_middleware auth_mw_authz;
 
 /* ------------------------------------------------------------ routes */
 

@@ -192,12 +192,16 @@ static const struct keel_route routes[] = {
      .permission = "users:write"},
 };
 
+static const struct keel_middleware *const middleware[] = {&auth_mw_authn, &auth_mw_authz};
+
 const struct keel_module keel_module_auth = {
     .name = "auth",
     .init = init,
     .fini = fini,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .middleware = middleware,
+    .nmiddleware = KEEL_ARRAY_LEN(middleware),
 };
 
 void keel__auth_user_json(struct keel_json *j, const struct user_row *u)

@@ -1,6 +1,6 @@
 /*
- * authn.c - authentication (SPEC section 2, step 8): the Bearer access
- * token becomes the request's identity.
+ * mw_authn.c - the auth module's authentication middleware (SPEC section
+ * 2, step 8): the Bearer access token becomes the request's identity.
  *
  * For a route with KEEL_AUTH_REQUIRED, a missing, malformed, unverifiable,
  * expired or revoked token answers 401 with `WWW-Authenticate: Bearer`
@@ -25,7 +25,7 @@
 #include "keel/metrics.h"
 #include "keel/uuid.h"
 
-#include "modules/auth/auth_int.h"
+#include "auth_int.h"
 
 static struct keel_metric *m_fail;
 static unsigned char cache_key[crypto_shorthash_KEYBYTES];
@@ -192,7 +192,7 @@ static keel_status authenticate(struct keel_request *req)
     return KEEL_DECLINED;
 }
 
-const struct keel_middleware keel_mw_authn = {
+const struct keel_middleware auth_mw_authn = {
     .name = "authn",
     .order = KEEL_MW_ORDER_AUTHN,
     .init = init,
