@@ -17,6 +17,7 @@
 struct keel_config;
 struct keel_db;
 struct keel_db_conn;
+struct keel_metric;
 
 #define AUTH_ROLE_MAX  16
 #define AUTH_EMAIL_MAX 254
@@ -201,9 +202,17 @@ const char *keel__auth_client_ip(struct keel_request *req);
 extern const struct keel_middleware auth_mw_authn;
 extern const struct keel_middleware auth_mw_authz;
 
+/* ------------------------------------------------------------ metrics */
+
+/* The module's metric families (module.c's .metrics table): logins and
+ * refreshes by result, lockouts, and requests authentication refused. */
+extern struct keel_metric *auth_metric_login;
+extern struct keel_metric *auth_metric_lockouts;
+extern struct keel_metric *auth_metric_refresh;
+extern struct keel_metric *auth_metric_rejected;
+
 /* ------------------------------------------------------------ routes */
 
-void keel__auth_metrics_init(void);
 void keel__users_cache_init(void);
 void keel__users_cache_fini(void);
 keel_status keel__auth_register(struct keel_request *req);

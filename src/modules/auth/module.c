@@ -31,7 +31,6 @@ static keel_status init(const struct keel_config *cfg)
 
     if (!db)
         return KEEL_E_INVALID;
-    keel__auth_metrics_init();
     keel__users_cache_init();
     rc = keel__auth_keys_init(cfg);
     if (rc == KEEL_OK)
@@ -194,6 +193,39 @@ static const struct keel_route routes[] = {
 
 static const struct keel_middleware *const middleware[] = {&auth_mw_authn, &auth_mw_authz};
 
+struct keel_metric *auth_metric_login;
+struct keel_metric *auth_metric_lockouts;
+struct keel_metric *auth_metric_refresh;
+struct keel_metric *auth_metric_rejected;
+
+static const char *const result_label[] = {"result"};
+static const char *const reason_label[] = {"reason"};
+
+static const struct keel_metric_def metrics[] = {
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_login_total",
+     .help = "Login attempts by result (success, failure, throttled).",
+     .nlabels = 1,
+     .labels = result_label,
+     .out = &auth_metric_login},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_lockouts_total",
+     .help = "Login failures that started or lengthened a throttle delay.",
+     .out = &auth_metric_lockouts},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_refresh_total",
+     .help = "Refresh attempts by result (success, invalid, reuse).",
+     .nlabels = 1,
+     .labels = result_label,
+     .out = &auth_metric_refresh},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_rejected_total",
+     .help = "Requests refused by authentication, by reason.",
+     .nlabels = 1,
+     .labels = reason_label,
+     .out = &auth_metric_rejected},
+};
+
 const struct keel_module keel_module_auth = {
     .name = "auth",
     .init = init,
@@ -202,6 +234,8 @@ const struct keel_module keel_module_auth = {
     .nroutes = KEEL_ARRAY_LEN(routes),
     .middleware = middleware,
     .nmiddleware = KEEL_ARRAY_LEN(middleware),
+    .metrics = metrics,
+    .nmetrics = KEEL_ARRAY_LEN(metrics),
 };
 
 void keel__auth_user_json(struct keel_json *j, const struct user_row *u)

@@ -27,22 +27,17 @@
 
 #include "auth_int.h"
 
-static struct keel_metric *m_fail;
 static unsigned char cache_key[crypto_shorthash_KEYBYTES];
 
 static keel_status init(void)
 {
-    static const char *const reason[] = {"reason"};
-
     crypto_shorthash_keygen(cache_key);
-    m_fail = keel_metric_counter("keel_auth_rejected_total",
-                                 "Requests refused by authentication, by reason.", 1, reason);
     return KEEL_OK;
 }
 
 static keel_status reject(struct keel_request *req, const char *reason, const char *why)
 {
-    keel_metric_add(m_fail, (const char *const[]){reason}, 1);
+    keel_metric_add(auth_metric_rejected, (const char *const[]){reason}, 1);
     if (why)
         req->internal_detail = why;
     if (keel_resp_set_header(req, "WWW-Authenticate",

@@ -19,25 +19,6 @@
 
 #include "auth_int.h"
 
-static struct keel_metric *m_login;
-static struct keel_metric *m_lockouts;
-static struct keel_metric *m_refresh;
-
-void keel__auth_metrics_init(void)
-{
-    static const char *const result[] = {"result"};
-
-    m_login =
-        keel_metric_counter("keel_auth_login_total",
-                            "Login attempts by result (success, failure, throttled).", 1, result);
-    m_lockouts =
-        keel_metric_counter("keel_auth_lockouts_total",
-                            "Login failures that started or lengthened a throttle delay.", 0, NULL);
-    m_refresh =
-        keel_metric_counter("keel_auth_refresh_total",
-                            "Refresh attempts by result (success, invalid, reuse).", 1, result);
-}
-
 static void count(struct keel_metric *m, const char *label)
 {
     keel_metric_add(m, (const char *const[]){label}, 1);
@@ -337,15 +318,15 @@ static keel_status login_recorded(struct keel_request *req, keel_status rc, void
     if (rc < 0)
         return keel__auth_db_failure(req, rc);
     if (l->verify_rc != KEEL_OK) {
-        count(m_login, "failure");
+        count(auth_metric_login, "failure");
         if (l->lockout)
-            keel_metric_add(m_lockouts, NULL, 1);
+            keel_metric_add(auth_metric_lockouts, NULL, 1);
         keel__auth_security_event(req, l->lockout ? "login_lockout" : "login_failed",
                                   l->found ? l->u.id : NULL);
         keel_resp_set_header(req, "WWW-Authenticate", "Bearer");
         return keel_fail(req, 401, NULL, "The email or password is incorrect.");
     }
-    count(m_login, "success");
+    count(auth_metric_login, "success");
     return answer_pair(req, l->u.id, l->u.role, l->refresh);
 }
 
@@ -380,7 +361,7 @@ static keel_status login_loaded(struct keel_request *req, keel_status rc, void *
     if (rc < 0)
         return keel__auth_db_failure(req, rc);
     if (l->wait_ms > 0) {
-        count(m_login, "throttled");
+        count(auth_metric_login, "throttled");
         keel__auth_security_event(req, "login_throttled", NULL);
         return throttled(req, l->wait_ms);
     }
@@ -463,16 +444,16 @@ static keel_status refresh_done(struct keel_request *req, keel_status rc, void *
     if (rc < 0)
         return keel__auth_db_failure(req, rc);
     if (r->outcome == R_REUSE) {
-        count(m_refresh, "reuse");
+        count(auth_metric_refresh, "reuse");
         keel__auth_security_event(req, "refresh_token_reuse", r->row.user_id);
     }
     if (r->outcome != R_OK) {
         if (r->outcome == R_INVALID)
-            count(m_refresh, "invalid");
+            count(auth_metric_refresh, "invalid");
         set_refresh_cookie(req, NULL, 0);
         return keel_fail(req, 401, NULL, "The refresh token is invalid or expired.");
     }
-    count(m_refresh, "success");
+    count(auth_metric_refresh, "success");
     return answer_pair(req, r->u.id, r->u.role, r->next);
 }
 
@@ -486,7 +467,7 @@ keel_status keel__auth_refresh(struct keel_request *req)
         return KEEL_E_NOMEM;
     tok = find_refresh(req, &len);
     if (!tok || keel_refresh_token_hash(tok, len, r->hash) < 0) {
-        count(m_refresh, "invalid");
+        count(auth_metric_refresh, "invalid");
         return keel_fail(req, 401, NULL, "The refresh token is invalid or expired.");
     }
     keel_refresh_token_new(r->next);

@@ -573,16 +573,10 @@ static const struct keel_route routes[] = {
 };
 /* clang-format on */
 
-static keel_status init(const struct keel_config *cfg)
-{
-    (void)cfg;
-    orders_metrics_init();
-    return KEEL_OK;
-}
-
 const struct keel_module keel_module_orders = {
     .name = "orders",
-    .init = init,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .metrics = orders_metrics,
+    .nmetrics = ORDERS_NMETRICS,
 };
