@@ -121,11 +121,12 @@ static keel_status add_routes(const struct keel_module *m, struct keel_router *r
     return KEEL_OK;
 }
 
-/* Starts module i; *run becomes true once its init succeeded. */
-static keel_status
-start_one(unsigned i, const struct keel_config *cfg, struct keel_router *router, bool *run)
+/* Starts m; *run becomes true once its init succeeded. */
+static keel_status start_one(const struct keel_module *m,
+                             const struct keel_config *cfg,
+                             struct keel_router *router,
+                             bool *run)
 {
-    const struct keel_module *m = keel_modules[i];
     keel_status rc = create_metrics(m);
 
     if (rc == KEEL_OK)
@@ -148,7 +149,7 @@ keel_status keel_modules_start(const struct keel_config *cfg, struct keel_router
         m = keel_modules[started];
         if (m->enabled && !m->enabled(cfg))
             continue;
-        rc = start_one(started, cfg, router, &running[started]);
+        rc = start_one(m, cfg, router, &running[started]);
         if (rc < 0) {
             started++; /* a module that failed after its init is stopped too */
             return rc;

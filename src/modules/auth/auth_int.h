@@ -1,7 +1,7 @@
 /*
  * auth_int.h - the identity module's internal interfaces
- * (docs/internals/identity.md). Nothing outside src/modules/auth and
- * src/cmd/users.c includes this.
+ * (docs/internals/identity.md). Nothing outside src/modules/auth includes
+ * this (but its unit tests).
  */
 #ifndef KEEL_AUTH_INT_H
 #define KEEL_AUTH_INT_H
@@ -14,6 +14,7 @@
 #include "keel/jwt.h"
 #include "keel/password.h"
 
+struct keel_command;
 struct keel_config;
 struct keel_db;
 struct keel_db_conn;
@@ -201,6 +202,11 @@ const char *keel__auth_client_ip(struct keel_request *req);
  * (403). */
 extern const struct keel_middleware auth_mw_authn;
 extern const struct keel_middleware auth_mw_authz;
+
+/* ------------------------------------------------------- cmd_users.c */
+
+/* `keel users create-admin`, the module's subcommand (keel/module.h). */
+extern const struct keel_command auth_cmd_users;
 
 /* ------------------------------------------------------------ metrics */
 

@@ -236,6 +236,8 @@ const struct keel_module keel_module_auth = {
     .nmiddleware = KEEL_ARRAY_LEN(middleware),
     .metrics = metrics,
     .nmetrics = KEEL_ARRAY_LEN(metrics),
+    .commands = &auth_cmd_users,
+    .ncommands = 1,
 };
 
 void keel__auth_user_json(struct keel_json *j, const struct user_row *u)
