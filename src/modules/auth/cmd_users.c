@@ -117,7 +117,7 @@ new_admin(const struct keel_config *cfg, const char *name, const char *pw, struc
 
 static keel_status insert(struct keel_db_conn *c, void *arg)
 {
-    return keel__repo_user_insert(c, arg);
+    return auth_repo_user_insert(c, arg);
 }
 
 /* Inserts u. Returns KEEL_EXIT_OK or KEEL_EXIT_FAILURE (said why). */
@@ -181,7 +181,7 @@ static int create_admin(const struct keel_config *cfg, const char *email, const 
     char pw[PW_BUF];
     int code;
 
-    if (!keel__auth_normalize_email(email, u.email)) {
+    if (!auth_normalize_email(email, u.email)) {
         fprintf(stderr, "keel users: --email must be an email address\n");
         return KEEL_EXIT_USAGE;
     }

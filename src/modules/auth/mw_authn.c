@@ -128,7 +128,7 @@ static keel_status verify(struct keel_request *req,
     o.aud = cfg->jwt_audience;
     o.now = now;
     o.leeway_s = KEEL_JWT_MAX_LEEWAY_S;
-    rc = keel_jwt_verify(keel__auth_keyset(), tok, len, &o, c, why);
+    rc = keel_jwt_verify(auth_keyset(), tok, len, &o, c, why);
     if (rc == KEEL_OK && e) {
         /* Only a token already valid now is cached, so nbf and iat passed
          * and only exp can end it later. */
@@ -168,7 +168,7 @@ static keel_status authenticate(struct keel_request *req)
         ;
     if (verify(req, h->value.p + skip, h->value.len - skip, &c, &why) < 0)
         return reject(req, "invalid", why);
-    if (!keel__authz_role_known(c.role) || !keel_uuid_valid(c.sub, strlen(c.sub)))
+    if (!auth_authz_role_known(c.role) || !keel_uuid_valid(c.sub, strlen(c.sub)))
         return reject(req, "invalid", "unknown role or malformed subject");
     id = keel_arena_calloc(req->arena, 1, sizeof(*id));
     if (!id)
@@ -178,11 +178,11 @@ static keel_status authenticate(struct keel_request *req)
     snprintf(id->jti, sizeof(id->jti), "%s", c.jti);
     id->exp = c.exp;
     id->issued_ms = uuid7_ms(c.jti);
-    if (keel__blocklist_local(id))
+    if (auth_blocklist_local(id))
         return reject(req, "revoked", "token revoked");
     req->mw_data[KEEL_MW_SLOT_AUTH] = id;
     req->user_id = id->user_id;
-    if (keel__blocklist_ask_redis(req, id, redis_answer))
+    if (auth_blocklist_ask_redis(req, id, redis_answer))
         return keel_request_park(req);
     return KEEL_DECLINED;
 }
