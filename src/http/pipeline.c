@@ -4,8 +4,9 @@
  *
  * DESIGN: the phase arrays are built once from the middleware registry
  * and the modules' middleware, merged by each one's order (nginx's phase
- * engine: one checker interprets every handler's return code). A handler that parks (KEEL_AGAIN)
- * leaves its position in the request; keel_request_resume continues from there with the status the
+ * engine: one checker interprets every handler's return code). A handler
+ * that parks (KEEL_AGAIN) leaves its position in the request;
+ * keel_request_resume continues from there with the status the
  * asynchronous work produced. The CONTENT phase is the router's decision:
  * the route's handler, an automatic OPTIONS answer, or 404/405.
  */

@@ -1,10 +1,10 @@
 /*
  * cmd_seed.c - the catalog module's subcommand `keel seed --products N
  * [--if-empty]`: loads a demo catalog (issue 5; docs/internals/catalog.md,
- * "Seeding"). Takes the options of
- * `keel serve` (KEEL_DATABASE_URL selects the database); in development
- * it applies pending migrations first, as serve does. Prints one JSON
- * line: {"requested": N, "inserted": K, "skipped": null | "<why>"}.
+ * "Seeding"). Takes the options of `keel serve` (KEEL_DATABASE_URL
+ * selects the database); in development it applies pending migrations
+ * first, as serve does. Prints one JSON line: {"requested": N,
+ * "inserted": K, "skipped": null | "<why>"}.
  * Exit codes: 0 done (also when --if-empty found products), 1 failure
  * (database), 64 usage, 78 bad configuration.
  *
