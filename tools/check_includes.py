@@ -42,7 +42,7 @@ OWNERS = {
     "schema": "http", "server": "http",
     "module": "modules", "auth": "modules", "jwt": "modules", "password": "modules",
     "catalog": "modules",
-    "cmd": "cmd",
+    "cmd": "core", "commands": "cmd",
 }
 
 GENERATED = {"keel_version.h", "keel_commit.h"}

@@ -1,7 +1,8 @@
 /*
- * cmd.h - the subcommands of the keel binary (SPEC section 1). Each takes
- * the arguments after its name and returns the process exit code
- * (KEEL_EXIT_*).
+ * cmd.h - what every subcommand of the keel binary does first (SPEC
+ * section 1): its configuration, its help, libsodium and the logger. The
+ * built-in subcommands are declared in keel/commands.h; modules add their
+ * own (struct keel_command, keel/module.h); src/main.c lists them all.
  */
 #ifndef KEEL_CMD_H
 #define KEEL_CMD_H
@@ -9,13 +10,6 @@
 #include <stdio.h>
 
 #include "keel/config.h"
-
-int keel_cmd_serve(int argc, char **argv);
-int keel_cmd_healthcheck(int argc, char **argv);
-int keel_cmd_migrate(int argc, char **argv);
-int keel_cmd_users(int argc, char **argv);
-int keel_cmd_seed(int argc, char **argv);
-int keel_cmd_projections(int argc, char **argv);
 
 /* Loads the configuration for a subcommand, printing problems to stderr.
  * Returns KEEL_EXIT_OK, or the exit code to stop with (64 or 78). Extra

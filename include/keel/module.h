@@ -104,8 +104,9 @@ keel_status keel_modules_start(const struct keel_config *cfg, struct keel_router
 /* Calls fini of the started modules, in reverse order. */
 void keel_modules_stop(void);
 
-/* The middleware of the started modules, for keel_pipeline_init: up to
- * max pointers into out; returns how many. */
+/* The middleware of the started modules, in registry order, for
+ * keel_pipeline_init: writes up to max pointers into out and returns how
+ * many there are, so a result above max says that some did not fit. */
 unsigned keel_modules_middleware(const struct keel_middleware **out, unsigned max);
 
 /* The subcommand `name` of any module (enabled or not), or NULL. */

@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include "keel/cmd.h"
+#include "keel/commands.h"
 
 #define PROBE_TIMEOUT_S 5
 

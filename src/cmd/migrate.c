@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "keel/cmd.h"
+#include "keel/commands.h"
 #include "keel/db.h"
 #include "keel/log.h"
 

@@ -1,6 +1,7 @@
 /*
- * serve.c - `keel serve`: configuration, logging, modules, middleware,
- * then the HTTP server on the loop runtime until it is told to stop.
+ * serve.c - `keel serve`: configuration, logging, storage, modules, then
+ * the middleware (the core's and the modules'), then the server until it
+ * is told to stop.
  */
 #include <sodium.h>
 #include <stdio.h>
@@ -10,6 +11,7 @@
 
 #include "keel/cache.h"
 #include "keel/cmd.h"
+#include "keel/commands.h"
 #include "keel/db.h"
 #include "keel/log.h"
 #include "keel/metrics.h"
@@ -98,6 +100,20 @@ static keel_status open_storage(const struct keel_config *cfg, bool migrate, str
     return KEEL_OK;
 }
 
+/* The middleware pipeline: the core list and the started modules'. */
+static keel_status start_pipeline(void)
+{
+    const struct keel_middleware *mw[KEEL_PIPELINE_MAX_MIDDLEWARE];
+    unsigned n = keel_modules_middleware(mw, KEEL_ARRAY_LEN(mw));
+
+    if (n > KEEL_ARRAY_LEN(mw)) {
+        keel_log(KEEL_LOG_ERROR, "too many middleware", KEEL_LF_INT("count", n),
+                 KEEL_LF_INT("max", KEEL_ARRAY_LEN(mw)));
+        return KEEL_E_TOO_LARGE;
+    }
+    return keel_pipeline_init(mw, n);
+}
+
 int keel_cmd_serve(int argc, char **argv)
 {
     struct keel_config_extra extra[] = {
@@ -132,9 +148,9 @@ int keel_cmd_serve(int argc, char **argv)
     if (rc == KEEL_OK)
         rc = keel_cache_init(&cfg, db);
     if (rc == KEEL_OK)
-        rc = keel_pipeline_init();
-    if (rc == KEEL_OK)
         rc = keel_modules_start(&cfg, router);
+    if (rc == KEEL_OK)
+        rc = start_pipeline();
     if (rc == KEEL_OK)
         rc = keel_server_add(&cfg, router);
     if (rc == KEEL_OK)

@@ -3,9 +3,10 @@
  * filters, then the log handlers.
  *
  * DESIGN: the phase arrays are built once from the middleware registry
- * (nginx's phase engine: one checker interprets every handler's return
- * code). A handler that parks (KEEL_AGAIN) leaves its position in the
- * request; keel_request_resume continues from there with the status the
+ * and the modules' middleware, merged by each one's order (nginx's phase
+ * engine: one checker interprets every handler's return code). A handler
+ * that parks (KEEL_AGAIN) leaves its position in the request;
+ * keel_request_resume continues from there with the status the
  * asynchronous work produced. The BODY phase starts with the body itself:
  * the phases before it ran as soon as the head was in, and only now is the
  * body read (or streamed to the route's sink), the request waiting for it
@@ -66,37 +67,70 @@ static keel_status read_body(struct keel_request *req)
     return keel__conn_read_body(req->conn);
 }
 
-keel_status keel_pipeline_init(void)
+/* Puts m into list[0..n], after every middleware of a lower or equal
+ * order: an insertion sort, stable, so equal orders keep their arrival. */
+static void
+insert_ordered(const struct keel_middleware **list, unsigned n, const struct keel_middleware *m)
 {
-    unsigned i;
+    unsigned i = n;
+
+    while (i > 0 && list[i - 1]->order > m->order) {
+        list[i] = list[i - 1];
+        i--;
+    }
+    list[i] = m;
+}
+
+/* Calls m's init, then adds its handler, filter and log handler. */
+static keel_status add(const struct keel_middleware *m)
+{
     keel_status rc;
 
+    if (m->init) {
+        rc = m->init();
+        if (rc < 0) {
+            keel_log(KEEL_LOG_ERROR, "middleware init failed", KEEL_LF_STR("middleware", m->name),
+                     KEEL_LF_STR("error", keel_strerror(rc)));
+            return rc;
+        }
+    }
+    if (m->handler) {
+        KEEL_ASSERT(m->phase < KEEL_PHASE_CONTENT && nphase[m->phase] < MAX_PER_PHASE);
+        phases[m->phase][nphase[m->phase]++] = m->handler;
+    }
+    if (m->filter) {
+        KEEL_ASSERT(nfilters < MAX_FILTERS);
+        filters[nfilters++] = m->filter;
+    }
+    if (m->log) {
+        KEEL_ASSERT(nloggers < MAX_FILTERS);
+        loggers[nloggers++] = m->log;
+    }
+    return KEEL_OK;
+}
+
+keel_status keel_pipeline_init(const struct keel_middleware *const *extra, unsigned nextra)
+{
+    const struct keel_middleware *all[KEEL_PIPELINE_MAX_MIDDLEWARE];
+    unsigned i, n = 0;
+    keel_status rc;
+
+    if (nextra > KEEL_PIPELINE_MAX_MIDDLEWARE - keel_nmiddlewares) {
+        keel_log(KEEL_LOG_ERROR, "too many middleware",
+                 KEEL_LF_INT("count", keel_nmiddlewares + nextra),
+                 KEEL_LF_INT("max", KEEL_PIPELINE_MAX_MIDDLEWARE));
+        return KEEL_E_TOO_LARGE;
+    }
     phases[KEEL_PHASE_BODY][0] = read_body;
     nphase[KEEL_PHASE_BODY] = 1;
-    for (i = 0; i < keel_nmiddlewares; i++) {
-        const struct keel_middleware *m = keel_middlewares[i];
-
-        if (m->init) {
-            rc = m->init();
-            if (rc < 0) {
-                keel_log(KEEL_LOG_ERROR, "middleware init failed",
-                         KEEL_LF_STR("middleware", m->name),
-                         KEEL_LF_STR("error", keel_strerror(rc)));
-                return rc;
-            }
-        }
-        if (m->handler) {
-            KEEL_ASSERT(m->phase < KEEL_PHASE_CONTENT && nphase[m->phase] < MAX_PER_PHASE);
-            phases[m->phase][nphase[m->phase]++] = m->handler;
-        }
-        if (m->filter) {
-            KEEL_ASSERT(nfilters < MAX_FILTERS);
-            filters[nfilters++] = m->filter;
-        }
-        if (m->log) {
-            KEEL_ASSERT(nloggers < MAX_FILTERS);
-            loggers[nloggers++] = m->log;
-        }
+    for (i = 0; i < keel_nmiddlewares; i++, n++)
+        insert_ordered(all, n, keel_middlewares[i]);
+    for (i = 0; i < nextra; i++, n++)
+        insert_ordered(all, n, extra[i]);
+    for (i = 0; i < n; i++) {
+        rc = add(all[i]);
+        if (rc < 0)
+            return rc;
     }
     phases[KEEL_PHASE_CONTENT][0] = content;
     nphase[KEEL_PHASE_CONTENT] = 1;

@@ -29,5 +29,6 @@ static void log_request(struct keel_request *req)
 
 const struct keel_middleware keel_mw_access_log = {
     .name = "access_log",
+    .order = KEEL_MW_ORDER_ACCESS_LOG,
     .log = log_request,
 };

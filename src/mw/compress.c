@@ -82,5 +82,6 @@ static void compress_body(struct keel_request *req)
 
 const struct keel_middleware keel_mw_compress = {
     .name = "compress",
+    .order = KEEL_MW_ORDER_COMPRESS,
     .filter = compress_body,
 };

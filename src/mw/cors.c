@@ -78,6 +78,7 @@ static void add_headers(struct keel_request *req)
 
 const struct keel_middleware keel_mw_cors = {
     .name = "cors",
+    .order = KEEL_MW_ORDER_CORS,
     .phase = KEEL_PHASE_PREACCESS,
     .handler = preflight,
     .filter = add_headers,

@@ -39,5 +39,6 @@ static void sanitize(struct keel_request *req)
 
 const struct keel_middleware keel_mw_errors = {
     .name = "errors",
+    .order = KEEL_MW_ORDER_ERRORS,
     .filter = sanitize,
 };

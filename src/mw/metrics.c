@@ -43,6 +43,7 @@ static void observe(struct keel_request *req)
 
 const struct keel_middleware keel_mw_metrics = {
     .name = "metrics",
+    .order = KEEL_MW_ORDER_METRICS,
     .init = init,
     .log = observe,
 };

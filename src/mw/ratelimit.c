@@ -359,6 +359,7 @@ static void add_headers(struct keel_request *req)
 
 const struct keel_middleware keel_mw_ratelimit_ip = {
     .name = "ratelimit_ip",
+    .order = KEEL_MW_ORDER_RATELIMIT_IP,
     .init = init,
     .phase = KEEL_PHASE_ACCESS,
     .handler = limit_ip,
@@ -367,6 +368,7 @@ const struct keel_middleware keel_mw_ratelimit_ip = {
 
 const struct keel_middleware keel_mw_ratelimit_user = {
     .name = "ratelimit_user",
+    .order = KEEL_MW_ORDER_RATELIMIT_USER,
     .phase = KEEL_PHASE_ACCESS,
     .handler = limit_user,
 };

@@ -47,6 +47,7 @@ static void echo_id(struct keel_request *req)
 
 const struct keel_middleware keel_mw_request_id = {
     .name = "request_id",
+    .order = KEEL_MW_ORDER_REQUEST_ID,
     .phase = KEEL_PHASE_POST_READ,
     .handler = accept_id,
     .filter = echo_id,

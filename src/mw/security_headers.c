@@ -23,5 +23,6 @@ static void add_headers(struct keel_request *req)
 
 const struct keel_middleware keel_mw_security_headers = {
     .name = "security_headers",
+    .order = KEEL_MW_ORDER_SECURITY_HEADERS,
     .filter = add_headers,
 };

@@ -26,6 +26,7 @@ static keel_status validate_body(struct keel_request *req)
 
 const struct keel_middleware keel_mw_validate = {
     .name = "validate",
+    .order = KEEL_MW_ORDER_VALIDATE,
     .phase = KEEL_PHASE_VALIDATE,
     .handler = validate_body,
 };

@@ -100,9 +100,11 @@ static void setup_storage(void)
 
 static void setup(void)
 {
+    const struct keel_middleware *mw[KEEL_PIPELINE_MAX_MIDDLEWARE];
     struct keel_router *router = keel_router_new();
     struct keel_buf errs;
     char *argv[] = {NULL};
+    unsigned nmw;
     size_t i;
 
     keel_buf_init(&errs, 4096);
@@ -115,7 +117,10 @@ static void setup(void)
     cfg.max_uri_bytes = 512;
     keel_log_init(KEEL_LOG_ERROR, open("/dev/null", O_WRONLY | O_CLOEXEC));
     setup_storage();
-    if (keel_pipeline_init() < 0 || keel_modules_start(&cfg, router) < 0)
+    if (keel_modules_start(&cfg, router) < 0)
+        abort();
+    nmw = keel_modules_middleware(mw, KEEL_ARRAY_LEN(mw));
+    if (nmw > KEEL_ARRAY_LEN(mw) || keel_pipeline_init(mw, nmw) < 0)
         abort();
     for (i = 0; i < KEEL_ARRAY_LEN(routes); i++)
         if (keel_router_add(router, &routes[i]) < 0)

@@ -15,7 +15,7 @@
 static void fail_n(enum throttle_kind k, struct throttle_state *s, int n, int64_t now)
 {
     while (n-- > 0)
-        keel__throttle_fail(k, s, now);
+        auth_throttle_fail(k, s, now);
 }
 
 static void test_below_threshold_never_waits(void **state)
@@ -25,8 +25,8 @@ static void test_below_threshold_never_waits(void **state)
 
     (void)state;
     for (i = 0; i < 4; i++) {
-        assert_false(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0));
-        assert_int_equal(keel__throttle_wait(&s, T0), 0);
+        assert_false(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0));
+        assert_int_equal(auth_throttle_wait(&s, T0), 0);
     }
 }
 
@@ -36,14 +36,14 @@ static void test_delays_double_from_the_threshold(void **state)
 
     (void)state;
     fail_n(THROTTLE_ACCOUNT_IP, &s, 4, T0);
-    assert_true(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0)); /* 5th */
-    assert_int_equal(keel__throttle_wait(&s, T0), 1000);
-    assert_true(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0 + 1000));
-    assert_int_equal(keel__throttle_wait(&s, T0 + 1000), 2000);
-    assert_true(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0 + 3000));
-    assert_int_equal(keel__throttle_wait(&s, T0 + 3000), 4000);
+    assert_true(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0)); /* 5th */
+    assert_int_equal(auth_throttle_wait(&s, T0), 1000);
+    assert_true(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0 + 1000));
+    assert_int_equal(auth_throttle_wait(&s, T0 + 1000), 2000);
+    assert_true(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, T0 + 3000));
+    assert_int_equal(auth_throttle_wait(&s, T0 + 3000), 4000);
     /* Waiting it out is enough: the block ends. */
-    assert_int_equal(keel__throttle_wait(&s, T0 + 7000), 0);
+    assert_int_equal(auth_throttle_wait(&s, T0 + 7000), 0);
 }
 
 static void test_caps(void **state)
@@ -52,13 +52,13 @@ static void test_caps(void **state)
 
     (void)state;
     fail_n(THROTTLE_ACCOUNT, &a, 100, T0);
-    assert_int_equal(keel__throttle_wait(&a, T0), 60 * 1000); /* the owner waits <= 60 s */
+    assert_int_equal(auth_throttle_wait(&a, T0), 60 * 1000); /* the owner waits <= 60 s */
     fail_n(THROTTLE_ACCOUNT_IP, &ai, 100, T0);
-    assert_int_equal(keel__throttle_wait(&ai, T0), 15 * 60 * 1000);
+    assert_int_equal(auth_throttle_wait(&ai, T0), 15 * 60 * 1000);
     fail_n(THROTTLE_IP, &ip, 49, T0);
-    assert_int_equal(keel__throttle_wait(&ip, T0), 0);
+    assert_int_equal(auth_throttle_wait(&ip, T0), 0);
     fail_n(THROTTLE_IP, &ip, 1000, T0); /* no overflow however many */
-    assert_int_equal(keel__throttle_wait(&ip, T0), 15 * 60 * 1000);
+    assert_int_equal(auth_throttle_wait(&ip, T0), 15 * 60 * 1000);
 }
 
 static void test_window_forgets(void **state)
@@ -69,11 +69,11 @@ static void test_window_forgets(void **state)
     (void)state;
     fail_n(THROTTLE_ACCOUNT_IP, &s, 4, T0);
     /* Quiet for a whole window: the count starts again. */
-    assert_false(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, later));
+    assert_false(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, later));
     assert_int_equal(s.failures, 1);
     /* But failures that keep coming keep the count (the window slides). */
     fail_n(THROTTLE_ACCOUNT_IP, &s, 3, later + THROTTLE_WINDOW_MS - 1);
-    assert_true(keel__throttle_fail(THROTTLE_ACCOUNT_IP, &s, later + 2 * THROTTLE_WINDOW_MS - 2));
+    assert_true(auth_throttle_fail(THROTTLE_ACCOUNT_IP, &s, later + 2 * THROTTLE_WINDOW_MS - 2));
 }
 
 int main(void)

@@ -81,7 +81,7 @@ static keel_status load(struct keel_db_conn *c, void *arg)
     return rc == KEEL_DONE ? KEEL_OK : rc;
 }
 
-keel_status keel__authz_load(struct keel_db *db)
+keel_status auth_authz_load(struct keel_db *db)
 {
     struct keel_db_conn *c;
     keel_status rc;
@@ -97,12 +97,12 @@ keel_status keel__authz_load(struct keel_db *db)
     return rc;
 }
 
-void keel__authz_fini(void)
+void auth_authz_fini(void)
 {
     nroles = 0;
 }
 
-bool keel__authz_role_known(const char *role)
+bool auth_authz_role_known(const char *role)
 {
     return role_find(role) != NULL;
 }

@@ -76,7 +76,7 @@ static struct shard *shard_of(char kind, const char *subject)
     return &shards[h[0] % SHARDS];
 }
 
-void keel__blocklist_note(char kind, const char *subject, int64_t value_ms)
+void auth_blocklist_note(char kind, const char *subject, int64_t value_ms)
 {
     struct shard *s;
     struct entry *e;
@@ -127,7 +127,7 @@ static int64_t lookup(char kind, const char *subject)
     return v;
 }
 
-bool keel__blocklist_local(const struct keel_identity *id)
+bool auth_blocklist_local(const struct keel_identity *id)
 {
     int64_t v;
 
@@ -159,7 +159,7 @@ static void purge(int64_t now_ms)
     }
 }
 
-keel_status keel__blocklist_store(
+keel_status auth_blocklist_store(
     struct keel_db_conn *c, char kind, const char *subject, int64_t value_ms, int64_t expires_ms)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(kind == 'j' ? "jti" : "user"), KEEL_DB_TEXT(subject),
@@ -171,7 +171,7 @@ keel_status keel__blocklist_store(
                       " VALUES ($1, $2, $3, $4)",
                       p, KEEL_ARRAY_LEN(p), NULL);
     if (rc == KEEL_OK)
-        keel__blocklist_note(kind, subject, value_ms);
+        auth_blocklist_note(kind, subject, value_ms);
     return rc;
 }
 
@@ -201,12 +201,12 @@ static void published(keel_status rc, const struct keel_redis_reply *r, void *ar
     keel_request_resume(p->req, p->then);
 }
 
-keel_status keel__blocklist_publish(struct keel_request *req,
-                                    char kind,
-                                    const char *subject,
-                                    int64_t value_ms,
-                                    int64_t expires_ms,
-                                    keel_status then)
+keel_status auth_blocklist_publish(struct keel_request *req,
+                                   char kind,
+                                   const char *subject,
+                                   int64_t value_ms,
+                                   int64_t expires_ms,
+                                   keel_status then)
 {
     char key[96], val[24], px[24];
     int64_t ttl = expires_ms - keel_wall_ms();
@@ -230,7 +230,7 @@ keel_status keel__blocklist_publish(struct keel_request *req,
 
 struct ask {
     struct keel_request *req;
-    keel_blocklist_cb done;
+    auth_blocklist_cb done;
     int64_t issued_ms;
 };
 
@@ -254,9 +254,9 @@ static void ask_reply(keel_status rc, const struct keel_redis_reply *r, void *ar
     a->done(a->req, revoked);
 }
 
-bool keel__blocklist_ask_redis(struct keel_request *req,
-                               const struct keel_identity *id,
-                               keel_blocklist_cb done)
+bool auth_blocklist_ask_redis(struct keel_request *req,
+                              const struct keel_identity *id,
+                              auth_blocklist_cb done)
 {
     struct ask *a;
     char k1[96], k2[96];
@@ -305,7 +305,7 @@ static keel_status poll_once(struct keel_db_conn *c)
             continue;
         memcpy(sub, subject, sl);
         sub[sl] = '\0';
-        keel__blocklist_note(kind[0] == 'j' ? 'j' : 'u', sub, keel_db_int64(r, 3));
+        auth_blocklist_note(kind[0] == 'j' ? 'j' : 'u', sub, keel_db_int64(r, 3));
     }
     keel_db_rows_free(r);
     return rc == KEEL_DONE ? KEEL_OK : rc;
@@ -355,7 +355,7 @@ static void *poll_main(void *arg)
     return NULL;
 }
 
-keel_status keel__blocklist_init(const struct keel_config *cfg, struct keel_db *database)
+keel_status auth_blocklist_init(const struct keel_config *cfg, struct keel_db *database)
 {
     struct keel_db_conn *c;
     keel_status rc;
@@ -381,7 +381,7 @@ keel_status keel__blocklist_init(const struct keel_config *cfg, struct keel_db *
     return KEEL_OK;
 }
 
-void keel__blocklist_fini(void)
+void auth_blocklist_fini(void)
 {
     unsigned i;
 

@@ -40,7 +40,7 @@ static struct loopq *queues;
 static unsigned nqueues;
 static unsigned cap_per_loop;
 
-keel_status keel__hashq_init(const struct keel_config *cfg)
+keel_status auth_hashq_init(const struct keel_config *cfg)
 {
     nqueues = cfg->threads;
     cap_per_loop = (cfg->password_concurrency + cfg->threads - 1) / cfg->threads;
@@ -50,7 +50,7 @@ keel_status keel__hashq_init(const struct keel_config *cfg)
     return KEEL_OK;
 }
 
-void keel__hashq_fini(void)
+void auth_hashq_fini(void)
 {
     free(queues);
     queues = NULL;
@@ -111,7 +111,7 @@ static void start(struct loopq *q, struct job *j)
 }
 
 keel_status
-keel__hashq_submit(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg)
+auth_hashq_submit(struct keel_request *req, keel_work_fn work, keel_resume_fn done, void *arg)
 {
     struct loopq *q = &queues[keel_request_thread(req)];
     struct job *j;

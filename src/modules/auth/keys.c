@@ -29,17 +29,17 @@
 static struct keel_jwt_keyset keyset;
 static struct keel_password_params params = KEEL_PASSWORD_PARAMS_DEFAULT;
 
-const struct keel_jwt_keyset *keel__auth_keyset(void)
+const struct keel_jwt_keyset *auth_keyset(void)
 {
     return &keyset;
 }
 
-const struct keel_password_params *keel__auth_password_params(void)
+const struct keel_password_params *auth_password_params(void)
 {
     return &params;
 }
 
-void keel__auth_password_params_set(const struct keel_config *cfg)
+void auth_password_params_set(const struct keel_config *cfg)
 {
     params.memlimit = (size_t)cfg->password_memory_kib * 1024;
     params.opslimit = cfg->password_iterations;
@@ -121,12 +121,12 @@ static keel_status add_key(const struct keel_config *cfg, const unsigned char *s
     return rc;
 }
 
-keel_status keel__auth_keys_init(const struct keel_config *cfg)
+keel_status auth_keys_init(const struct keel_config *cfg)
 {
     unsigned char dev[DEV_KEY_LEN];
     keel_status rc;
 
-    keel__auth_password_params_set(cfg);
+    auth_password_params_set(cfg);
     keel_jwt_keyset_init(&keyset);
     if (cfg->jwt_secret) {
         rc = add_key(cfg, (const unsigned char *)cfg->jwt_secret, strlen(cfg->jwt_secret));
@@ -150,7 +150,7 @@ keel_status keel__auth_keys_init(const struct keel_config *cfg)
     return rc;
 }
 
-void keel__auth_keys_fini(void)
+void auth_keys_fini(void)
 {
     keel_jwt_keyset_wipe(&keyset);
 }

@@ -17,11 +17,11 @@
 
 static void fini(void)
 {
-    keel__blocklist_fini();
-    keel__users_cache_fini();
-    keel__authz_fini();
-    keel__hashq_fini();
-    keel__auth_keys_fini();
+    auth_blocklist_fini();
+    auth_users_cache_fini();
+    auth_authz_fini();
+    auth_hashq_fini();
+    auth_keys_fini();
 }
 
 static keel_status init(const struct keel_config *cfg)
@@ -31,17 +31,16 @@ static keel_status init(const struct keel_config *cfg)
 
     if (!db)
         return KEEL_E_INVALID;
-    keel__auth_metrics_init();
-    keel__users_cache_init();
-    rc = keel__auth_keys_init(cfg);
+    auth_users_cache_init();
+    rc = auth_keys_init(cfg);
     if (rc == KEEL_OK)
-        rc = keel_password_init(keel__auth_password_params());
+        rc = keel_password_init(auth_password_params());
     if (rc == KEEL_OK)
-        rc = keel__hashq_init(cfg);
+        rc = auth_hashq_init(cfg);
     if (rc == KEEL_OK)
-        rc = keel__authz_load(db);
+        rc = auth_authz_load(db);
     if (rc == KEEL_OK)
-        rc = keel__blocklist_init(cfg, db);
+        rc = auth_blocklist_init(cfg, db);
     if (rc < 0)
         fini(); /* the registry calls fini only after a successful init */
     return rc;
@@ -127,25 +126,25 @@ static const struct keel_schema role_schema = {role_fields, KEEL_ARRAY_LEN(role_
 static const struct keel_route routes[] = {
     {.method = KEEL_HTTP_POST,
      .pattern = "/auth/register",
-     .handler = keel__auth_register,
+     .handler = auth_register,
      .schema = &register_schema,
      .body = KEEL_BODY_JSON,
      .flags = AUTH_FLAGS},
     {.method = KEEL_HTTP_POST,
      .pattern = "/auth/login",
-     .handler = keel__auth_login,
+     .handler = auth_login,
      .schema = &login_schema,
      .body = KEEL_BODY_JSON,
      .flags = AUTH_FLAGS},
     {.method = KEEL_HTTP_POST,
      .pattern = "/auth/refresh",
-     .handler = keel__auth_refresh,
+     .handler = auth_refresh,
      .schema = &refresh_schema,
      .body = KEEL_BODY_JSON_OPTIONAL,
      .flags = AUTH_FLAGS},
     {.method = KEEL_HTTP_POST,
      .pattern = "/auth/logout",
-     .handler = keel__auth_logout,
+     .handler = auth_logout,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "sessions:manage",
      .schema = &refresh_schema,
@@ -153,43 +152,78 @@ static const struct keel_route routes[] = {
      .flags = AUTH_FLAGS},
     {.method = KEEL_HTTP_GET,
      .pattern = "/api/v1/users/me",
-     .handler = keel__users_me_get,
+     .handler = auth_users_me_get,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "profile:read"},
     {.method = KEEL_HTTP_PATCH,
      .pattern = "/api/v1/users/me",
-     .handler = keel__users_me_patch,
+     .handler = auth_users_me_patch,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "profile:write",
      .schema = &me_schema,
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_GET,
      .pattern = "/api/v1/users/me/sessions",
-     .handler = keel__users_sessions_list,
+     .handler = auth_users_sessions_list,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "sessions:manage"},
     {.method = KEEL_HTTP_DELETE,
      .pattern = "/api/v1/users/me/sessions/{id:uuid}",
-     .handler = keel__users_session_delete,
+     .handler = auth_users_session_delete,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "sessions:manage"},
     {.method = KEEL_HTTP_GET,
      .pattern = "/api/v1/users",
-     .handler = keel__users_list,
+     .handler = auth_users_list,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "users:read"},
     {.method = KEEL_HTTP_PATCH,
      .pattern = "/api/v1/users/{id:uuid}",
-     .handler = keel__users_patch,
+     .handler = auth_users_patch,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "users:write",
      .schema = &role_schema,
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_DELETE,
      .pattern = "/api/v1/users/{id:uuid}",
-     .handler = keel__users_delete,
+     .handler = auth_users_delete,
      .auth = KEEL_AUTH_REQUIRED,
      .permission = "users:write"},
+};
+
+static const struct keel_middleware *const middleware[] = {&auth_mw_authn, &auth_mw_authz};
+
+struct keel_metric *auth_metric_login;
+struct keel_metric *auth_metric_lockouts;
+struct keel_metric *auth_metric_refresh;
+struct keel_metric *auth_metric_rejected;
+
+static const char *const result_label[] = {"result"};
+static const char *const reason_label[] = {"reason"};
+
+static const struct keel_metric_def metrics[] = {
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_login_total",
+     .help = "Login attempts by result (success, failure, throttled).",
+     .nlabels = 1,
+     .labels = result_label,
+     .out = &auth_metric_login},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_lockouts_total",
+     .help = "Login failures that started or lengthened a throttle delay.",
+     .out = &auth_metric_lockouts},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_refresh_total",
+     .help = "Refresh attempts by result (success, invalid, reuse).",
+     .nlabels = 1,
+     .labels = result_label,
+     .out = &auth_metric_refresh},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_auth_rejected_total",
+     .help = "Requests refused by authentication, by reason.",
+     .nlabels = 1,
+     .labels = reason_label,
+     .out = &auth_metric_rejected},
 };
 
 const struct keel_module keel_module_auth = {
@@ -198,9 +232,15 @@ const struct keel_module keel_module_auth = {
     .fini = fini,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .middleware = middleware,
+    .nmiddleware = KEEL_ARRAY_LEN(middleware),
+    .metrics = metrics,
+    .nmetrics = KEEL_ARRAY_LEN(metrics),
+    .commands = &auth_cmd_users,
+    .ncommands = 1,
 };
 
-void keel__auth_user_json(struct keel_json *j, const struct user_row *u)
+void auth_user_json(struct keel_json *j, const struct user_row *u)
 {
     char t[KEEL_TIME_STRLEN];
 
@@ -222,7 +262,7 @@ void keel__auth_user_json(struct keel_json *j, const struct user_row *u)
     keel_json_obj_close(j);
 }
 
-keel_status keel__auth_db_failure(struct keel_request *req, keel_status rc)
+keel_status auth_db_failure(struct keel_request *req, keel_status rc)
 {
     switch (rc) {
     case KEEL_E_NOT_FOUND:
@@ -238,7 +278,7 @@ keel_status keel__auth_db_failure(struct keel_request *req, keel_status rc)
     }
 }
 
-bool keel__auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1])
+bool auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1])
 {
     size_t n, i, at = 0, nat = 0;
 
@@ -273,7 +313,7 @@ bool keel__auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1])
     return true;
 }
 
-const char *keel__auth_client_ip(struct keel_request *req)
+const char *auth_client_ip(struct keel_request *req)
 {
     const struct keel_clientip *ip = keel_request_client(req);
 
@@ -281,7 +321,7 @@ const char *keel__auth_client_ip(struct keel_request *req)
 }
 
 /* User ids are hashed as in every log line (keel/log.h). */
-void keel__auth_security_event(struct keel_request *req, const char *event, const char *user_id)
+void auth_security_event(struct keel_request *req, const char *event, const char *user_id)
 {
     char uid[17];
 
@@ -290,16 +330,16 @@ void keel__auth_security_event(struct keel_request *req, const char *event, cons
     keel_log(KEEL_LOG_WARN, "security event", KEEL_LF_STR("security_event", event),
              KEEL_LF_STR("request_id", req->request_id),
              user_id ? KEEL_LF_STR("user_id", uid) : KEEL_LF_NULL("user_id"),
-             KEEL_LF_STR("client_ip", keel__auth_client_ip(req)),
+             KEEL_LF_STR("client_ip", auth_client_ip(req)),
              KEEL_LF_STR("route", req->route_pattern ? req->route_pattern : ""));
 }
 
-keel_status keel__auth_revoke_user(struct keel_db_conn *c, const char *user_id, int64_t now_ms)
+keel_status auth_revoke_user(struct keel_db_conn *c, const char *user_id, int64_t now_ms)
 {
-    keel_status rc = keel__repo_families_revoke_user(c, user_id);
+    keel_status rc = auth_repo_families_revoke_user(c, user_id);
 
     if (rc == KEEL_OK)
-        rc = keel__blocklist_store(c, 'u', user_id, now_ms,
-                                   now_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000);
+        rc = auth_blocklist_store(c, 'u', user_id, now_ms,
+                                  now_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000);
     return rc;
 }

@@ -51,21 +51,21 @@ user_one(struct keel_db_conn *c, const char *sql, const struct keel_db_param *p,
     return rc;
 }
 
-keel_status keel__repo_user_by_email(struct keel_db_conn *c, const char *email, struct user_row *u)
+keel_status auth_repo_user_by_email(struct keel_db_conn *c, const char *email, struct user_row *u)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(email)};
 
     return user_one(c, "SELECT " USER_COLS " FROM users WHERE email = $1", p, u);
 }
 
-keel_status keel__repo_user_by_id(struct keel_db_conn *c, const char *id, struct user_row *u)
+keel_status auth_repo_user_by_id(struct keel_db_conn *c, const char *id, struct user_row *u)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(id)};
 
     return user_one(c, "SELECT " USER_COLS " FROM users WHERE id = $1", p, u);
 }
 
-keel_status keel__repo_user_insert(struct keel_db_conn *c, const struct user_row *u)
+keel_status auth_repo_user_insert(struct keel_db_conn *c, const struct user_row *u)
 {
     struct keel_db_param p[] = {
         KEEL_DB_UUID(u->id),        KEEL_DB_TEXT(u->email),         KEEL_DB_TEXT(u->name),
@@ -89,23 +89,23 @@ static keel_status user_set(struct keel_db_conn *c, const char *sql, const char 
     return rc < 0 ? rc : n == 0 ? KEEL_E_NOT_FOUND : KEEL_OK;
 }
 
-keel_status keel__repo_user_set_hash(struct keel_db_conn *c, const char *id, const char *hash)
+keel_status auth_repo_user_set_hash(struct keel_db_conn *c, const char *id, const char *hash)
 {
     return user_set(c, "UPDATE users SET password_hash = $2, updated_us = $3 WHERE id = $1", id,
                     hash);
 }
 
-keel_status keel__repo_user_set_name(struct keel_db_conn *c, const char *id, const char *name)
+keel_status auth_repo_user_set_name(struct keel_db_conn *c, const char *id, const char *name)
 {
     return user_set(c, "UPDATE users SET name = $2, updated_us = $3 WHERE id = $1", id, name);
 }
 
-keel_status keel__repo_user_set_role(struct keel_db_conn *c, const char *id, const char *role)
+keel_status auth_repo_user_set_role(struct keel_db_conn *c, const char *id, const char *role)
 {
     return user_set(c, "UPDATE users SET role = $2, updated_us = $3 WHERE id = $1", id, role);
 }
 
-keel_status keel__repo_user_delete(struct keel_db_conn *c, const char *id)
+keel_status auth_repo_user_delete(struct keel_db_conn *c, const char *id)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(id)};
     int64_t n = 0;
@@ -116,11 +116,11 @@ keel_status keel__repo_user_delete(struct keel_db_conn *c, const char *id)
 
 /* ------------------------------------------------------ refresh tokens */
 
-keel_status keel__repo_family_new(struct keel_db_conn *c,
-                                  const char *family_id,
-                                  const char *user_id,
-                                  const char *token_hash,
-                                  int64_t expires_ms)
+keel_status auth_repo_family_new(struct keel_db_conn *c,
+                                 const char *family_id,
+                                 const char *user_id,
+                                 const char *token_hash,
+                                 int64_t expires_ms)
 {
     int64_t now_us = keel_wall_ms() * 1000;
     struct keel_db_param f[] = {KEEL_DB_UUID(family_id), KEEL_DB_UUID(user_id), KEEL_DB_INT(now_us),
@@ -141,8 +141,7 @@ keel_status keel__repo_family_new(struct keel_db_conn *c,
                         t, KEEL_ARRAY_LEN(t), NULL);
 }
 
-keel_status
-keel__repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
+keel_status auth_repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(hash)};
     struct keel_db_rows *r;
@@ -171,11 +170,11 @@ keel__repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_
     return rc;
 }
 
-keel_status keel__repo_refresh_rotate(struct keel_db_conn *c,
-                                      const char *old_hash,
-                                      const char *family_id,
-                                      const char *new_hash,
-                                      int64_t expires_ms)
+keel_status auth_repo_refresh_rotate(struct keel_db_conn *c,
+                                     const char *old_hash,
+                                     const char *family_id,
+                                     const char *new_hash,
+                                     int64_t expires_ms)
 {
     int64_t now_ms = keel_wall_ms();
     struct keel_db_param o[] = {KEEL_DB_TEXT(old_hash), KEEL_DB_INT(now_ms)};
@@ -208,7 +207,7 @@ keel_status keel__repo_refresh_rotate(struct keel_db_conn *c,
                         f, KEEL_ARRAY_LEN(f), NULL);
 }
 
-keel_status keel__repo_family_revoke(struct keel_db_conn *c, const char *family_id)
+keel_status auth_repo_family_revoke(struct keel_db_conn *c, const char *family_id)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(family_id), KEEL_DB_INT(keel_wall_ms())};
 
@@ -218,7 +217,7 @@ keel_status keel__repo_family_revoke(struct keel_db_conn *c, const char *family_
                         p, KEEL_ARRAY_LEN(p), NULL);
 }
 
-keel_status keel__repo_families_revoke_user(struct keel_db_conn *c, const char *user_id)
+keel_status auth_repo_families_revoke_user(struct keel_db_conn *c, const char *user_id)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(user_id), KEEL_DB_INT(keel_wall_ms())};
 
@@ -231,7 +230,7 @@ keel_status keel__repo_families_revoke_user(struct keel_db_conn *c, const char *
 /* ------------------------------------------------------------ throttle */
 
 keel_status
-keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s)
+auth_repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
     struct keel_db_rows *r;
@@ -253,7 +252,7 @@ keel__repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle
 }
 
 keel_status
-keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s)
+auth_repo_throttle_put(struct keel_db_conn *c, const char *key, const struct throttle_state *s)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key), KEEL_DB_INT(s->failures),
                                 KEEL_DB_INT(s->window_ms), KEEL_DB_INT(s->blocked_ms)};
@@ -266,7 +265,7 @@ keel__repo_throttle_put(struct keel_db_conn *c, const char *key, const struct th
                         p, KEEL_ARRAY_LEN(p), NULL);
 }
 
-keel_status keel__repo_throttle_lock(struct keel_db_conn *c, const char *key)
+keel_status auth_repo_throttle_lock(struct keel_db_conn *c, const char *key)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
 
@@ -281,7 +280,7 @@ keel_status keel__repo_throttle_lock(struct keel_db_conn *c, const char *key)
                         p, 1, NULL);
 }
 
-keel_status keel__repo_throttle_clear(struct keel_db_conn *c, const char *key)
+keel_status auth_repo_throttle_clear(struct keel_db_conn *c, const char *key)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
 

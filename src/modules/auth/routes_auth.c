@@ -19,25 +19,6 @@
 
 #include "auth_int.h"
 
-static struct keel_metric *m_login;
-static struct keel_metric *m_lockouts;
-static struct keel_metric *m_refresh;
-
-void keel__auth_metrics_init(void)
-{
-    static const char *const result[] = {"result"};
-
-    m_login =
-        keel_metric_counter("keel_auth_login_total",
-                            "Login attempts by result (success, failure, throttled).", 1, result);
-    m_lockouts =
-        keel_metric_counter("keel_auth_lockouts_total",
-                            "Login failures that started or lengthened a throttle delay.", 0, NULL);
-    m_refresh =
-        keel_metric_counter("keel_auth_refresh_total",
-                            "Refresh attempts by result (success, invalid, reuse).", 1, result);
-}
-
 static void count(struct keel_metric *m, const char *label)
 {
     keel_metric_add(m, (const char *const[]){label}, 1);
@@ -66,7 +47,7 @@ static char *normalize_email(struct keel_request *req, const char *in)
 
     if (!e)
         return NULL;
-    if (!keel__auth_normalize_email(in, e)) {
+    if (!auth_normalize_email(in, e)) {
         keel_fail_field(req, "email", "must be a valid email address");
         return NULL;
     }
@@ -133,7 +114,7 @@ answer_pair(struct keel_request *req, const char *user_id, const char *role, con
     if (rc < 0)
         return keel_errorf(req, KEEL_E_INTERNAL, "jwt claims: %s", keel_strerror(rc));
     keel_buf_init(&tok, KEEL_JWT_MAX_LEN + 1);
-    rc = keel_jwt_sign(keel__auth_keyset(), cfg->jwt_issuer, cfg->jwt_audience, &claims, &tok);
+    rc = keel_jwt_sign(auth_keyset(), cfg->jwt_issuer, cfg->jwt_audience, &claims, &tok);
     if (rc < 0) {
         keel_buf_free(&tok);
         return keel_errorf(req, KEEL_E_INTERNAL, "jwt sign: %s", keel_strerror(rc));
@@ -170,7 +151,7 @@ struct reg {
 
 static keel_status reg_insert(struct keel_db_conn *c, void *arg)
 {
-    return keel__repo_user_insert(c, &((struct reg *)arg)->u);
+    return auth_repo_user_insert(c, &((struct reg *)arg)->u);
 }
 
 static keel_status reg_done(struct keel_request *req, keel_status rc, void *arg)
@@ -182,13 +163,13 @@ static keel_status reg_done(struct keel_request *req, keel_status rc, void *arg)
     if (rc == KEEL_E_CONFLICT)
         return keel_fail(req, 409, NULL, "An account with this email already exists.");
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     loc = keel_arena_sprintf(req->arena, "/api/v1/users/%s", r->u.id);
     if (!loc || keel_resp_header(req, "Location", loc) < 0)
         return KEEL_E_NOMEM;
     keel_resp_start(req, 201, "application/json");
     keel_json_begin(&j, &req->resp.body);
-    keel__auth_user_json(&j, &r->u);
+    auth_user_json(&j, &r->u);
     return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
 }
 
@@ -196,7 +177,7 @@ static void reg_hash(void *arg)
 {
     struct reg *r = arg;
 
-    r->hash_rc = keel_password_hash(r->password, r->password_len, keel__auth_password_params(),
+    r->hash_rc = keel_password_hash(r->password, r->password_len, auth_password_params(),
                                     r->u.password_hash);
 }
 
@@ -209,7 +190,7 @@ static keel_status reg_hashed(struct keel_request *req, void *arg)
     return keel_db_run(req, KEEL_DB_WRITE, reg_insert, reg_done, r);
 }
 
-keel_status keel__auth_register(struct keel_request *req)
+keel_status auth_register(struct keel_request *req)
 {
     struct reg *r = keel_arena_calloc(req->arena, 1, sizeof(*r));
     const char *email = body_str(req, "email", NULL), *name, *why;
@@ -234,7 +215,7 @@ keel_status keel__auth_register(struct keel_request *req)
     strcpy(r->u.role, "user");
     keel_uuid_v7(r->u.id);
     r->u.created_us = r->u.updated_us = keel_wall_ms() * 1000;
-    return keel__hashq_submit(req, reg_hash, reg_hashed, r);
+    return auth_hashq_submit(req, reg_hash, reg_hashed, r);
 }
 
 /* -------------------------------------------------------------- login */
@@ -266,16 +247,16 @@ static keel_status login_load(struct keel_db_conn *c, void *arg)
     unsigned k;
 
     for (k = 0; k < THROTTLE_KINDS; k++) {
-        rc = keel__repo_throttle_get(c, l->keys[k], &l->st[k]);
+        rc = auth_repo_throttle_get(c, l->keys[k], &l->st[k]);
         if (rc < 0)
             return rc;
-        w = keel__throttle_wait(&l->st[k], now);
+        w = auth_throttle_wait(&l->st[k], now);
         if (w > l->wait_ms)
             l->wait_ms = w;
     }
     if (l->wait_ms > 0)
         return KEEL_OK;
-    rc = keel__repo_user_by_email(c, l->u.email, &l->u);
+    rc = auth_repo_user_by_email(c, l->u.email, &l->u);
     if (rc == KEEL_E_NOT_FOUND)
         return KEEL_OK;
     l->found = rc == KEEL_OK;
@@ -286,7 +267,7 @@ static keel_status login_load(struct keel_db_conn *c, void *arg)
 static void login_verify(void *arg)
 {
     struct login *l = arg;
-    const struct keel_password_params *p = keel__auth_password_params();
+    const struct keel_password_params *p = auth_password_params();
 
     if (!l->found) {
         l->verify_rc = keel_password_dummy_verify(l->password, l->password_len, p);
@@ -308,23 +289,23 @@ static keel_status login_record(struct keel_db_conn *c, void *arg)
     if (l->verify_rc == KEEL_OK) {
         for (k = 0; k < THROTTLE_IP && rc == KEEL_OK; k++)
             if (l->st[k].failures)
-                rc = keel__repo_throttle_clear(c, l->keys[k]);
+                rc = auth_repo_throttle_clear(c, l->keys[k]);
         if (rc == KEEL_OK && l->rehashed)
-            rc = keel__repo_user_set_hash(c, l->u.id, l->new_hash);
+            rc = auth_repo_user_set_hash(c, l->u.id, l->new_hash);
         if (rc == KEEL_OK)
-            rc = keel__repo_family_new(c, l->family, l->u.id, l->refresh_hash, l->refresh_exp_ms);
+            rc = auth_repo_family_new(c, l->family, l->u.id, l->refresh_hash, l->refresh_exp_ms);
         return rc;
     }
     l->lockout = false;
     for (k = 0; k < THROTTLE_KINDS && rc == KEEL_OK; k++) {
         /* Lock, then re-read: concurrent failures of one key must add up
          * (a plain read-modify-write loses them under READ COMMITTED). */
-        rc = keel__repo_throttle_lock(c, l->keys[k]);
+        rc = auth_repo_throttle_lock(c, l->keys[k]);
         if (rc == KEEL_OK)
-            rc = keel__repo_throttle_get(c, l->keys[k], &l->st[k]);
+            rc = auth_repo_throttle_get(c, l->keys[k], &l->st[k]);
         if (rc == KEEL_OK) {
-            l->lockout |= keel__throttle_fail((enum throttle_kind)k, &l->st[k], now);
-            rc = keel__repo_throttle_put(c, l->keys[k], &l->st[k]);
+            l->lockout |= auth_throttle_fail((enum throttle_kind)k, &l->st[k], now);
+            rc = auth_repo_throttle_put(c, l->keys[k], &l->st[k]);
         }
     }
     return rc;
@@ -335,17 +316,17 @@ static keel_status login_recorded(struct keel_request *req, keel_status rc, void
     struct login *l = arg;
 
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     if (l->verify_rc != KEEL_OK) {
-        count(m_login, "failure");
+        count(auth_metric_login, "failure");
         if (l->lockout)
-            keel_metric_add(m_lockouts, NULL, 1);
-        keel__auth_security_event(req, l->lockout ? "login_lockout" : "login_failed",
-                                  l->found ? l->u.id : NULL);
+            keel_metric_add(auth_metric_lockouts, NULL, 1);
+        auth_security_event(req, l->lockout ? "login_lockout" : "login_failed",
+                            l->found ? l->u.id : NULL);
         keel_resp_set_header(req, "WWW-Authenticate", "Bearer");
         return keel_fail(req, 401, NULL, "The email or password is incorrect.");
     }
-    count(m_login, "success");
+    count(auth_metric_login, "success");
     return answer_pair(req, l->u.id, l->u.role, l->refresh);
 }
 
@@ -378,16 +359,16 @@ static keel_status login_loaded(struct keel_request *req, keel_status rc, void *
     struct login *l = arg;
 
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     if (l->wait_ms > 0) {
-        count(m_login, "throttled");
-        keel__auth_security_event(req, "login_throttled", NULL);
+        count(auth_metric_login, "throttled");
+        auth_security_event(req, "login_throttled", NULL);
         return throttled(req, l->wait_ms);
     }
-    return keel__hashq_submit(req, login_verify, login_verified, l);
+    return auth_hashq_submit(req, login_verify, login_verified, l);
 }
 
-keel_status keel__auth_login(struct keel_request *req)
+keel_status auth_login(struct keel_request *req)
 {
     struct login *l = keel_arena_calloc(req->arena, 1, sizeof(*l));
     const char *email = body_str(req, "email", NULL), *ip;
@@ -400,7 +381,7 @@ keel_status keel__auth_login(struct keel_request *req)
     if (!norm || !l->password)
         return keel_fail(req, 400, "validation-error", "The request body is invalid.");
     strcpy(l->u.email, norm);
-    ip = keel__auth_client_ip(req);
+    ip = auth_client_ip(req);
     l->keys[THROTTLE_ACCOUNT_IP] = keel_arena_sprintf(req->arena, "ai:%s|%s", norm, ip);
     l->keys[THROTTLE_ACCOUNT] = keel_arena_sprintf(req->arena, "a:%s", norm);
     l->keys[THROTTLE_IP] = keel_arena_sprintf(req->arena, "i:%s", ip);
@@ -429,7 +410,7 @@ static keel_status refresh_tx(struct keel_db_conn *c, void *arg)
     keel_status rc;
 
     r->outcome = R_INVALID;
-    rc = keel__repo_refresh_get(c, r->hash, &r->row);
+    rc = auth_repo_refresh_get(c, r->hash, &r->row);
     if (rc == KEEL_E_NOT_FOUND)
         return KEEL_OK;
     if (rc < 0)
@@ -437,12 +418,12 @@ static keel_status refresh_tx(struct keel_db_conn *c, void *arg)
     if (r->row.family_revoked || r->row.expires_ms <= keel_wall_ms())
         return KEEL_OK;
     if (!r->row.rotated) {
-        rc = keel__repo_user_by_id(c, r->row.user_id, &r->u);
+        rc = auth_repo_user_by_id(c, r->row.user_id, &r->u);
         if (rc == KEEL_E_NOT_FOUND)
             return KEEL_OK;
         if (rc < 0)
             return rc;
-        rc = keel__repo_refresh_rotate(c, r->hash, r->row.family_id, r->next_hash, r->exp_ms);
+        rc = auth_repo_refresh_rotate(c, r->hash, r->row.family_id, r->next_hash, r->exp_ms);
         if (rc == KEEL_OK) {
             r->outcome = R_OK;
             return KEEL_OK;
@@ -453,7 +434,7 @@ static keel_status refresh_tx(struct keel_db_conn *c, void *arg)
     }
     /* Reuse of a rotated token (RFC 9700 4.14.2): the family is burnt. */
     r->outcome = R_REUSE;
-    return keel__repo_family_revoke(c, r->row.family_id);
+    return auth_repo_family_revoke(c, r->row.family_id);
 }
 
 static keel_status refresh_done(struct keel_request *req, keel_status rc, void *arg)
@@ -461,22 +442,22 @@ static keel_status refresh_done(struct keel_request *req, keel_status rc, void *
     struct refresh *r = arg;
 
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     if (r->outcome == R_REUSE) {
-        count(m_refresh, "reuse");
-        keel__auth_security_event(req, "refresh_token_reuse", r->row.user_id);
+        count(auth_metric_refresh, "reuse");
+        auth_security_event(req, "refresh_token_reuse", r->row.user_id);
     }
     if (r->outcome != R_OK) {
         if (r->outcome == R_INVALID)
-            count(m_refresh, "invalid");
+            count(auth_metric_refresh, "invalid");
         set_refresh_cookie(req, NULL, 0);
         return keel_fail(req, 401, NULL, "The refresh token is invalid or expired.");
     }
-    count(m_refresh, "success");
+    count(auth_metric_refresh, "success");
     return answer_pair(req, r->u.id, r->u.role, r->next);
 }
 
-keel_status keel__auth_refresh(struct keel_request *req)
+keel_status auth_refresh(struct keel_request *req)
 {
     struct refresh *r = keel_arena_calloc(req->arena, 1, sizeof(*r));
     const char *tok;
@@ -486,7 +467,7 @@ keel_status keel__auth_refresh(struct keel_request *req)
         return KEEL_E_NOMEM;
     tok = find_refresh(req, &len);
     if (!tok || keel_refresh_token_hash(tok, len, r->hash) < 0) {
-        count(m_refresh, "invalid");
+        count(auth_metric_refresh, "invalid");
         return keel_fail(req, 401, NULL, "The refresh token is invalid or expired.");
     }
     keel_refresh_token_new(r->next);
@@ -509,10 +490,10 @@ static keel_status logout_tx(struct keel_db_conn *c, void *arg)
     struct refresh_row row;
     keel_status rc;
 
-    rc = keel__blocklist_store(c, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000);
+    rc = auth_blocklist_store(c, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000);
     if (rc < 0 || !l->has_refresh)
         return rc;
-    rc = keel__repo_refresh_get(c, l->hash, &row);
+    rc = auth_repo_refresh_get(c, l->hash, &row);
     if (rc == KEEL_E_NOT_FOUND)
         return KEEL_OK;
     if (rc < 0)
@@ -520,7 +501,7 @@ static keel_status logout_tx(struct keel_db_conn *c, void *arg)
     /* Only the caller's own session: a token of another user is ignored. */
     if (strcmp(row.user_id, l->id.user_id) != 0)
         return KEEL_OK;
-    return keel__repo_family_revoke(c, row.family_id);
+    return auth_repo_family_revoke(c, row.family_id);
 }
 
 static keel_status logout_done(struct keel_request *req, keel_status rc, void *arg)
@@ -528,15 +509,15 @@ static keel_status logout_done(struct keel_request *req, keel_status rc, void *a
     struct logout *l = arg;
 
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     if (set_refresh_cookie(req, NULL, 0) < 0)
         return KEEL_E_NOMEM;
     keel_resp_start(req, 204, NULL);
-    return keel__blocklist_publish(req, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000,
-                                   KEEL_DONE);
+    return auth_blocklist_publish(req, 'j', l->id.jti, l->id.exp * 1000, l->id.exp * 1000,
+                                  KEEL_DONE);
 }
 
-keel_status keel__auth_logout(struct keel_request *req)
+keel_status auth_logout(struct keel_request *req)
 {
     const struct keel_identity *id = keel_auth_identity(req);
     struct logout *l = keel_arena_calloc(req->arena, 1, sizeof(*l));

@@ -35,7 +35,7 @@ static keel_status answer_user(struct keel_request *req, const struct user_row *
 
     keel_resp_start(req, 200, "application/json");
     keel_json_begin(&j, &req->resp.body);
-    keel__auth_user_json(&j, u);
+    auth_user_json(&j, u);
     return keel_json_end(&j) < 0 ? KEEL_E_NOMEM : KEEL_DONE;
 }
 
@@ -44,7 +44,7 @@ static keel_status user_done(struct keel_request *req, keel_status rc, void *arg
     struct one_user *o = arg;
 
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     if (o->last_admin)
         return keel_fail(req, 409, NULL, "The last admin cannot be demoted or deleted.");
     return answer_user(req, &o->u);
@@ -84,12 +84,12 @@ static const char *param_id(struct keel_request *req)
 
 static struct keel_l1 *profiles;
 
-void keel__users_cache_init(void)
+void auth_users_cache_init(void)
 {
     profiles = keel_l1_new(8u << 20, 0, NULL, NULL);
 }
 
-void keel__users_cache_fini(void)
+void auth_users_cache_fini(void)
 {
     keel_l1_free(profiles);
     profiles = NULL;
@@ -116,10 +116,10 @@ static keel_status me_get_q(struct keel_db_conn *c, void *arg)
 {
     struct one_user *o = arg;
 
-    return keel__repo_user_by_id(c, o->id, &o->u);
+    return auth_repo_user_by_id(c, o->id, &o->u);
 }
 
-keel_status keel__users_me_get(struct keel_request *req)
+keel_status auth_users_me_get(struct keel_request *req)
 {
     struct one_user *o = one_user(req, keel_auth_identity(req)->user_id);
 
@@ -135,9 +135,9 @@ keel_status keel__users_me_get(struct keel_request *req)
 static keel_status me_patch_tx(struct keel_db_conn *c, void *arg)
 {
     struct one_user *o = arg;
-    keel_status rc = keel__repo_user_set_name(c, o->id, o->name);
+    keel_status rc = auth_repo_user_set_name(c, o->id, o->name);
 
-    return rc < 0 ? rc : keel__repo_user_by_id(c, o->id, &o->u);
+    return rc < 0 ? rc : auth_repo_user_by_id(c, o->id, &o->u);
 }
 
 /* After the commit, so no read between can cache the old name again. */
@@ -147,7 +147,7 @@ static keel_status me_patched(struct keel_request *req, keel_status rc, void *ar
     return user_done(req, rc, arg);
 }
 
-keel_status keel__users_me_patch(struct keel_request *req)
+keel_status auth_users_me_patch(struct keel_request *req)
 {
     struct one_user *o = one_user(req, keel_auth_identity(req)->user_id);
     struct json_object *v;
@@ -255,7 +255,7 @@ static keel_status page_done(struct keel_request *req, keel_status rc, void *arg
             rc = KEEL_E_NOMEM;
     }
     keel_buf_free(&p->out);
-    return rc < 0 ? keel__auth_db_failure(req, rc) : KEEL_DONE;
+    return rc < 0 ? auth_db_failure(req, rc) : KEEL_DONE;
 }
 
 /* --------------------------------------------------------- sessions */
@@ -314,7 +314,7 @@ static keel_status sessions_q(struct keel_db_conn *c, void *arg)
     return page_close(&s->page, &j);
 }
 
-keel_status keel__users_sessions_list(struct keel_request *req)
+keel_status auth_users_sessions_list(struct keel_request *req)
 {
     struct sessions *s = keel_arena_calloc(req->arena, 1, sizeof(*s));
     keel_status rc;
@@ -348,19 +348,19 @@ static keel_status session_revoke_tx(struct keel_db_conn *c, void *arg)
         return KEEL_E_NOT_FOUND;
     if (rc < 0)
         return rc;
-    return keel__repo_family_revoke(c, s->family);
+    return auth_repo_family_revoke(c, s->family);
 }
 
 static keel_status session_revoke_done(struct keel_request *req, keel_status rc, void *arg)
 {
     (void)arg;
     if (rc < 0)
-        return keel__auth_db_failure(req, rc);
+        return auth_db_failure(req, rc);
     keel_resp_start(req, 204, NULL);
     return KEEL_DONE;
 }
 
-keel_status keel__users_session_delete(struct keel_request *req)
+keel_status auth_users_session_delete(struct keel_request *req)
 {
     struct sessions *s = keel_arena_calloc(req->arena, 1, sizeof(*s));
     const char *id = param_id(req);
@@ -405,7 +405,7 @@ static keel_status list_q(struct keel_db_conn *c, void *arg)
         snprintf(u.role, sizeof(u.role), "%s", keel_db_text(r, 3, NULL));
         u.created_us = keel_db_int64(r, 4);
         u.updated_us = keel_db_int64(r, 5);
-        keel__auth_user_json(&j, &u);
+        auth_user_json(&j, &u);
     }
     keel_db_rows_free(r);
     if (rc != KEEL_DONE)
@@ -413,7 +413,7 @@ static keel_status list_q(struct keel_db_conn *c, void *arg)
     return page_close(pg, &j);
 }
 
-keel_status keel__users_list(struct keel_request *req)
+keel_status auth_users_list(struct keel_request *req)
 {
     struct page *p = keel_arena_calloc(req->arena, 1, sizeof(*p));
     keel_status rc;
@@ -447,7 +447,7 @@ static keel_status is_last_admin(struct keel_db_conn *c, const char *id, bool *o
 static keel_status role_tx(struct keel_db_conn *c, void *arg)
 {
     struct one_user *o = arg;
-    keel_status rc = keel__repo_user_by_id(c, o->id, &o->u);
+    keel_status rc = auth_repo_user_by_id(c, o->id, &o->u);
 
     if (rc < 0)
         return rc;
@@ -458,12 +458,12 @@ static keel_status role_tx(struct keel_db_conn *c, void *arg)
         if (rc < 0 || o->last_admin)
             return rc;
     }
-    rc = keel__repo_user_set_role(c, o->id, o->role);
+    rc = auth_repo_user_set_role(c, o->id, o->role);
     if (rc == KEEL_OK)
-        rc = keel__auth_revoke_user(c, o->id, o->cut_ms);
+        rc = auth_revoke_user(c, o->id, o->cut_ms);
     o->revoked = rc == KEEL_OK;
     if (rc == KEEL_OK)
-        rc = keel__repo_user_by_id(c, o->id, &o->u);
+        rc = auth_repo_user_by_id(c, o->id, &o->u);
     return rc;
 }
 
@@ -479,13 +479,12 @@ static keel_status revoked_done(struct keel_request *req, keel_status rc, void *
         rc = user_done(req, rc, arg);
     }
     if (rc == KEEL_DONE && !o->last_admin && o->revoked)
-        rc =
-            keel__blocklist_publish(req, 'u', o->id, o->cut_ms,
+        rc = auth_blocklist_publish(req, 'u', o->id, o->cut_ms,
                                     o->cut_ms + (int64_t)KEEL_JWT_MAX_LIFETIME_S * 1000, KEEL_DONE);
     return rc;
 }
 
-keel_status keel__users_patch(struct keel_request *req)
+keel_status auth_users_patch(struct keel_request *req)
 {
     const char *id = param_id(req);
     struct one_user *o = id ? one_user(req, id) : NULL;
@@ -495,7 +494,7 @@ keel_status keel__users_patch(struct keel_request *req)
         return KEEL_E_NOMEM;
     if (!json_object_object_get_ex(req->json, "role", &v) ||
         !json_object_is_type(v, json_type_string) ||
-        !keel__authz_role_known(json_object_get_string(v)))
+        !auth_authz_role_known(json_object_get_string(v)))
         return keel_fail_field(req, "role", "must be one of admin, manager, user, viewer");
     o->role = json_object_get_string(v);
     o->cut_ms = keel_wall_ms();
@@ -505,7 +504,7 @@ keel_status keel__users_patch(struct keel_request *req)
 static keel_status delete_tx(struct keel_db_conn *c, void *arg)
 {
     struct one_user *o = arg;
-    keel_status rc = keel__repo_user_by_id(c, o->id, &o->u);
+    keel_status rc = auth_repo_user_by_id(c, o->id, &o->u);
 
     if (rc < 0)
         return rc;
@@ -514,14 +513,14 @@ static keel_status delete_tx(struct keel_db_conn *c, void *arg)
         if (rc < 0 || o->last_admin)
             return rc;
     }
-    rc = keel__auth_revoke_user(c, o->id, o->cut_ms);
+    rc = auth_revoke_user(c, o->id, o->cut_ms);
     if (rc == KEEL_OK)
-        rc = keel__repo_user_delete(c, o->id);
+        rc = auth_repo_user_delete(c, o->id);
     o->revoked = rc == KEEL_OK;
     return rc;
 }
 
-keel_status keel__users_delete(struct keel_request *req)
+keel_status auth_users_delete(struct keel_request *req)
 {
     const char *id = param_id(req);
     struct one_user *o = id ? one_user(req, id) : NULL;

@@ -24,12 +24,12 @@ static const struct rule rules[THROTTLE_KINDS] = {
     [THROTTLE_IP] = {50, 15 * 60 * 1000},
 };
 
-int64_t keel__throttle_wait(const struct throttle_state *s, int64_t now_ms)
+int64_t auth_throttle_wait(const struct throttle_state *s, int64_t now_ms)
 {
     return s->blocked_ms > now_ms ? s->blocked_ms - now_ms : 0;
 }
 
-bool keel__throttle_fail(enum throttle_kind k, struct throttle_state *s, int64_t now_ms)
+bool auth_throttle_fail(enum throttle_kind k, struct throttle_state *s, int64_t now_ms)
 {
     const struct rule *r = &rules[k];
     int64_t over, delay;

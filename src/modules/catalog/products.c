@@ -134,11 +134,15 @@ static const struct keel_route routes[] = {
      .body = KEEL_BODY_JSON},
 };
 
+extern const struct keel_command catalog_cmd_seed; /* cmd_seed.c */
+
 const struct keel_module keel_module_catalog = {
     .name = "catalog",
     .init = init,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .commands = &catalog_cmd_seed,
+    .ncommands = 1,
 };
 
 /* ------------------------------------------------------------ helpers */

@@ -51,16 +51,20 @@ static const char *const cmd_names[] = {
     [ORDERS_SHIP] = "ship",     [ORDERS_CANCEL] = "cancel",
 };
 
-void orders_metrics_init(void)
-{
-    static const char *const labels[] = {"command", "result"};
+static const char *const metric_labels[] = {"command", "result"};
 
-    m_commands = keel_metric_counter("keel_orders_commands_total",
-                                     "Order commands run, by command and result.", 2, labels);
-    m_conflicts =
-        keel_metric_counter("keel_orders_append_conflicts_total",
-                            "Event appends that lost a race and reran their command.", 0, NULL);
-}
+const struct keel_metric_def orders_metrics[ORDERS_NMETRICS] = {
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_orders_commands_total",
+     .help = "Order commands run, by command and result.",
+     .nlabels = 2,
+     .labels = metric_labels,
+     .out = &m_commands},
+    {.kind = KEEL_METRIC_COUNTER,
+     .name = "keel_orders_append_conflicts_total",
+     .help = "Event appends that lost a race and reran their command.",
+     .out = &m_conflicts},
+};
 
 static void count_command(const struct orders_cmd *cmd)
 {

@@ -596,16 +596,14 @@ static const struct keel_route routes[] = {
 };
 /* clang-format on */
 
-static keel_status init(const struct keel_config *cfg)
-{
-    (void)cfg;
-    orders_metrics_init();
-    return KEEL_OK;
-}
+extern const struct keel_command orders_cmd_projections; /* cmd_projections.c */
 
 const struct keel_module keel_module_orders = {
     .name = "orders",
-    .init = init,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .metrics = orders_metrics,
+    .nmetrics = ORDERS_NMETRICS,
+    .commands = &orders_cmd_projections,
+    .ncommands = 1,
 };

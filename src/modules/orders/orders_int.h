@@ -22,6 +22,7 @@
 #include "keel/db.h"
 #include "keel/events.h"
 #include "keel/http.h"
+#include "keel/module.h"
 
 struct keel_db;
 struct keel_db_conn;
@@ -127,8 +128,9 @@ bool orders_status_known(const char *status);
 #define ORDERS_ATTEMPTS 5
 keel_status orders_submit(struct keel_request *req, struct orders_cmd *cmd, keel_resume_fn done);
 void orders_cmd_free(void *cmd);
-/* Registers the module's metrics (main thread, at start). */
-void orders_metrics_init(void);
+/* The module's metric families, for its .metrics (created at start). */
+#define ORDERS_NMETRICS 2
+extern const struct keel_metric_def orders_metrics[ORDERS_NMETRICS];
 
 /* -------------------------------------------------------- projection.c */
 

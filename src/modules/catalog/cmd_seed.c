@@ -1,9 +1,10 @@
 /*
- * seed.c - `keel seed --products N [--if-empty]`: loads a demo catalog
- * (issue 5; docs/internals/catalog.md, "Seeding"). Takes the options of
- * `keel serve` (KEEL_DATABASE_URL selects the database); in development
- * it applies pending migrations first, as serve does. Prints one JSON
- * line: {"requested": N, "inserted": K, "skipped": null | "<why>"}.
+ * cmd_seed.c - the catalog module's subcommand `keel seed --products N
+ * [--if-empty]`: loads a demo catalog (issue 5; docs/internals/catalog.md,
+ * "Seeding"). Takes the options of `keel serve` (KEEL_DATABASE_URL
+ * selects the database); in development it applies pending migrations
+ * first, as serve does. Prints one JSON line: {"requested": N,
+ * "inserted": K, "skipped": null | "<why>"}.
  * Exit codes: 0 done (also when --if-empty found products), 1 failure
  * (database), 64 usage, 78 bad configuration.
  *
@@ -19,8 +20,9 @@
 #include "keel/json.h"
 #include "keel/log.h"
 #include "keel/migrate.h"
+#include "keel/module.h"
 
-#include "modules/catalog/catalog_int.h"
+#include "catalog_int.h"
 
 static void seed_help(FILE *f)
 {
@@ -101,7 +103,7 @@ static int seed(const struct keel_config *cfg, int64_t n, bool if_empty)
     return KEEL_EXIT_OK;
 }
 
-int keel_cmd_seed(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     struct keel_config_extra extra[] = {
         {.flag = "--help", .help = "show this help"},
@@ -126,3 +128,9 @@ int keel_cmd_seed(int argc, char **argv)
     keel_config_free(&cfg);
     return code;
 }
+
+const struct keel_command catalog_cmd_seed = {
+    .name = "seed",
+    .summary = "--products N: load a demo catalog",
+    .run = run,
+};

@@ -1,8 +1,10 @@
 /*
- * prometheus.c - GET /metrics in the Prometheus text format 0.0.4.
+ * metrics.c - the metrics module: GET /metrics, keel/metrics.h's registry
+ * in the Prometheus text format 0.0.4.
  */
-#include "keel/http.h"
 #include "keel/metrics.h"
+
+#include "keel/http.h"
 #include "keel/module.h"
 
 static keel_status scrape(struct keel_request *req)
@@ -21,8 +23,8 @@ static const struct keel_route routes[] = {
      .flags = KEEL_ROUTE_NO_RATELIMIT},
 };
 
-const struct keel_module keel_module_prometheus = {
-    .name = "prometheus",
+const struct keel_module keel_module_metrics = {
+    .name = "metrics",
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
 };

@@ -1,6 +1,6 @@
 /*
- * authn.c - authentication (SPEC section 2, step 8): the Bearer access
- * token becomes the request's identity.
+ * mw_authn.c - the auth module's authentication middleware (SPEC section
+ * 2, step 8): the Bearer access token becomes the request's identity.
  *
  * For a route with KEEL_AUTH_REQUIRED, a missing, malformed, unverifiable,
  * expired or revoked token answers 401 with `WWW-Authenticate: Bearer`
@@ -25,24 +25,19 @@
 #include "keel/metrics.h"
 #include "keel/uuid.h"
 
-#include "modules/auth/auth_int.h"
+#include "auth_int.h"
 
-static struct keel_metric *m_fail;
 static unsigned char cache_key[crypto_shorthash_KEYBYTES];
 
 static keel_status init(void)
 {
-    static const char *const reason[] = {"reason"};
-
     crypto_shorthash_keygen(cache_key);
-    m_fail = keel_metric_counter("keel_auth_rejected_total",
-                                 "Requests refused by authentication, by reason.", 1, reason);
     return KEEL_OK;
 }
 
 static keel_status reject(struct keel_request *req, const char *reason, const char *why)
 {
-    keel_metric_add(m_fail, (const char *const[]){reason}, 1);
+    keel_metric_add(auth_metric_rejected, (const char *const[]){reason}, 1);
     if (why)
         req->internal_detail = why;
     if (keel_resp_set_header(req, "WWW-Authenticate",
@@ -133,7 +128,7 @@ static keel_status verify(struct keel_request *req,
     o.aud = cfg->jwt_audience;
     o.now = now;
     o.leeway_s = KEEL_JWT_MAX_LEEWAY_S;
-    rc = keel_jwt_verify(keel__auth_keyset(), tok, len, &o, c, why);
+    rc = keel_jwt_verify(auth_keyset(), tok, len, &o, c, why);
     if (rc == KEEL_OK && e) {
         /* Only a token already valid now is cached, so nbf and iat passed
          * and only exp can end it later. */
@@ -173,7 +168,7 @@ static keel_status authenticate(struct keel_request *req)
         ;
     if (verify(req, h->value.p + skip, h->value.len - skip, &c, &why) < 0)
         return reject(req, "invalid", why);
-    if (!keel__authz_role_known(c.role) || !keel_uuid_valid(c.sub, strlen(c.sub)))
+    if (!auth_authz_role_known(c.role) || !keel_uuid_valid(c.sub, strlen(c.sub)))
         return reject(req, "invalid", "unknown role or malformed subject");
     id = keel_arena_calloc(req->arena, 1, sizeof(*id));
     if (!id)
@@ -183,17 +178,18 @@ static keel_status authenticate(struct keel_request *req)
     snprintf(id->jti, sizeof(id->jti), "%s", c.jti);
     id->exp = c.exp;
     id->issued_ms = uuid7_ms(c.jti);
-    if (keel__blocklist_local(id))
+    if (auth_blocklist_local(id))
         return reject(req, "revoked", "token revoked");
     req->mw_data[KEEL_MW_SLOT_AUTH] = id;
     req->task.user_id = id->user_id;
-    if (keel__blocklist_ask_redis(req, id, redis_answer))
+    if (auth_blocklist_ask_redis(req, id, redis_answer))
         return keel_request_park(req);
     return KEEL_DECLINED;
 }
 
-const struct keel_middleware keel_mw_authn = {
+const struct keel_middleware auth_mw_authn = {
     .name = "authn",
+    .order = KEEL_MW_ORDER_AUTHN,
     .init = init,
     .phase = KEEL_PHASE_ACCESS,
     .handler = authenticate,

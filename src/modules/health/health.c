@@ -1,6 +1,7 @@
 /*
- * health.c - GET /health/live, /health/ready, /health/startup (seed 002
- * section 13, SPEC section 3) and the registry of readiness checks.
+ * health.c - the health module: GET /health/live, /health/ready and
+ * /health/startup (seed 002 section 13, SPEC section 3). The checks it
+ * runs are keel/health.h's registry (src/obs/health.c).
  *
  * DESIGN: liveness only says the process answers, so it never touches a
  * dependency. Readiness runs the registered checks on the thread pool
@@ -11,9 +12,6 @@
  */
 #include "keel/health.h"
 
-#include <stdio.h>
-#include <string.h>
-
 #include "keel/buf.h"
 #include "keel/http.h"
 #include "keel/json.h"
@@ -21,26 +19,6 @@
 #include "keel/runtime.h"
 
 #include "keel_version.h"
-
-#define MAX_CHECKS 16
-
-struct check {
-    const char *name;
-    keel_health_fn fn;
-    void *arg;
-    bool critical;
-};
-
-static struct check checks[MAX_CHECKS];
-static unsigned nchecks;
-
-keel_status keel_health_register(const char *name, keel_health_fn fn, void *arg, bool critical)
-{
-    if (nchecks == MAX_CHECKS)
-        return KEEL_E_TOO_LARGE;
-    checks[nchecks++] = (struct check){name, fn, arg, critical};
-    return KEEL_OK;
-}
 
 static keel_status live(struct keel_request *req)
 {
@@ -57,31 +35,9 @@ static void run_checks(void *arg)
 {
     struct ready_run *run = arg;
     struct keel_json j;
-    unsigned i;
 
     keel_json_begin(&j, &run->out);
-    keel_json_obj_open(&j);
-    for (i = 0; i < nchecks; i++) {
-        uint64_t t0 = keel_now_ns();
-        keel_status rc;
-
-        keel_json_key(&j, checks[i].name);
-        keel_json_obj_open(&j);
-        rc = checks[i].fn(checks[i].arg, &j);
-        keel_json_key(&j, "status");
-        keel_json_str(&j, rc == KEEL_OK ? "ok" : checks[i].critical ? "error" : "degraded");
-        char ms[32];
-        int n = snprintf(ms, sizeof(ms), "%.2f", (double)(keel_now_ns() - t0) / 1e6);
-
-        keel_json_key(&j, "latency"); /* milliseconds, as seed 002 shows */
-        keel_json_raw(&j, ms, (size_t)n);
-        keel_json_obj_close(&j);
-        if (rc != KEEL_OK && checks[i].critical)
-            run->failed = true;
-        else if (rc != KEEL_OK)
-            run->degraded = true;
-    }
-    keel_json_obj_close(&j);
+    keel_health_run(&j, &run->failed, &run->degraded);
     if (keel_json_end(&j) < 0)
         run->failed = true;
 }
@@ -97,7 +53,7 @@ static keel_status ready_done(struct keel_request *req, void *arg)
     if (st != KEEL_RUNTIME_READY || run->failed) {
         status = st == KEEL_RUNTIME_DRAINING   ? "draining"
                  : st == KEEL_RUNTIME_STARTING ? "starting"
-                                              : "unavailable";
+                                               : "unavailable";
         http = 503;
     } else if (run->degraded) {
         status = "degraded";
@@ -133,7 +89,7 @@ static keel_status ready(struct keel_request *req)
     if (!run || keel_arena_defer(req->arena, free_run, run) < 0)
         return KEEL_E_NOMEM;
     keel_buf_init(&run->out, 64 * 1024);
-    if (nchecks == 0 || keel_runtime_state() != KEEL_RUNTIME_READY)
+    if (keel_health_count() == 0 || keel_runtime_state() != KEEL_RUNTIME_READY)
         return ready_done(req, run);
     return keel_request_offload(req, run_checks, ready_done, run);
 }

@@ -1,7 +1,8 @@
 /*
- * projections.c - `keel projections rebuild orders`: rebuilds the orders
- * read model (orders, order_items) from the event store in one
- * transaction (issue 5; docs/internals/orders.md "Rebuild").
+ * cmd_projections.c - the orders module's subcommand `keel projections
+ * rebuild orders`: rebuilds the orders read model (orders, order_items)
+ * from the event store in one transaction (issue 5;
+ * docs/internals/orders.md "Rebuild").
  *
  * It may run while `keel serve` is serving: readers keep seeing the old
  * read model until the rebuild commits, then the new one; commands wait
@@ -19,8 +20,9 @@
 #include "keel/db.h"
 #include "keel/log.h"
 #include "keel/migrate.h"
+#include "keel/module.h"
 
-#include "modules/orders/orders_int.h"
+#include "orders_int.h"
 
 static void projections_help(FILE *f)
 {
@@ -60,7 +62,7 @@ static int rebuild_orders(const struct keel_config *cfg)
     return KEEL_EXIT_OK;
 }
 
-int keel_cmd_projections(int argc, char **argv)
+static int run(int argc, char **argv)
 {
     struct keel_config_extra extra[] = {
         {.flag = "--help", .help = "show this help"},
@@ -89,3 +91,9 @@ int keel_cmd_projections(int argc, char **argv)
     keel_config_free(&cfg);
     return code;
 }
+
+const struct keel_command orders_cmd_projections = {
+    .name = "projections",
+    .summary = "rebuild orders: rebuild the orders read model",
+    .run = run,
+};
