@@ -48,6 +48,7 @@ struct rt_loop {
     uint64_t drain_deadline_ms; /* uv_now() value past which work is cut */
     bool closed;
     bool made;
+    unsigned nstarted; /* services whose start succeeded here (the first ones) */
 };
 
 static struct {
@@ -179,7 +180,7 @@ static void close_loop(struct rt_loop *loop)
     if (loop->closed)
         return;
     loop->closed = true;
-    for (i = 0; i < rt.nservices; i++)
+    for (i = 0; i < loop->nstarted; i++)
         if (rt.services[i].close)
             rt.services[i].close(rt.services[i].arg, loop->id, &loop->uv);
     uv_close((uv_handle_t *)&loop->wake, NULL);
@@ -253,7 +254,7 @@ static keel_status loop_start(struct rt_loop *loop)
     unsigned i;
     keel_status rc;
 
-    for (i = 0; i < rt.nservices; i++) {
+    for (i = 0; i < rt.nservices; i++, loop->nstarted++) {
         if (!rt.services[i].start)
             continue;
         rc = rt.services[i].start(rt.services[i].arg, loop->id, &loop->uv);
@@ -263,8 +264,10 @@ static keel_status loop_start(struct rt_loop *loop)
     return KEEL_OK;
 }
 
-static void loop_free(struct rt_loop *loop)
+static void loop_free(struct rt_loop *loop, bool ran)
 {
+    if (!ran)
+        close_loop(loop);             /* a failed start: its thread never ran to close it */
     uv_run(&loop->uv, UV_RUN_NOWAIT); /* run pending close callbacks */
     uv_loop_close(&loop->uv);
     pthread_mutex_destroy(&loop->post_mu);
@@ -362,7 +365,7 @@ static void finish(unsigned started)
     for (i = 0; i < started; i++)
         uv_thread_join(&rt.loops[i].thread);
     for (i = 0; i < rt.nloops && rt.loops[i].made; i++)
-        loop_free(&rt.loops[i]);
+        loop_free(&rt.loops[i], i < started);
     for (i = 0; i < rt.nservices; i++)
         if (rt.services[i].stop)
             rt.services[i].stop(rt.services[i].arg);

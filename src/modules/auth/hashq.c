@@ -5,14 +5,17 @@
  *
  * DESIGN: the cap is split across the loops (ceil(concurrency / threads)
  * each) so each loop's queue is touched only by its own thread: no lock,
- * no atomics. A hash holds one thread-pool thread; the pool is sized for
- * the database pools plus four, so hashing can never take every thread
- * the database needs. Memory for hashing is bounded by
- * threads x cap x KEEL_PASSWORD_MEMORY. A queued request is parked (its
- * connection held); one cut meanwhile is dropped when its turn comes.
+ * no atomics. A hash is a task of its own (keel/task.h) run with the
+ * shared offload (keel_task_offload, libuv's thread pool): unlike the
+ * request it serves, it never goes away, so its end always frees its slot
+ * and starts the next hash, and only then is the request answered (or
+ * dropped, when its client left). The pool is sized for the database
+ * pools plus four, so hashing can never take every thread the database
+ * needs. Memory for hashing is bounded by threads x cap x
+ * KEEL_PASSWORD_MEMORY. A queued request is parked (its connection held);
+ * one cut meanwhile is dropped when its turn comes.
  */
 #include <stdlib.h>
-#include <uv.h>
 
 #include "keel/config.h"
 #include "keel/log.h"
@@ -22,7 +25,7 @@
 #define HASHQ_MAX_WAITING 256
 
 struct job {
-    uv_work_t work;
+    struct keel_task task; /* the hash, on the request's loop */
     struct keel_request *req;
     keel_work_fn fn;
     keel_resume_fn done;
@@ -57,20 +60,14 @@ void auth_hashq_fini(void)
     nqueues = 0;
 }
 
-static void run(uv_work_t *w)
-{
-    struct job *j = w->data;
-
-    j->fn(j->arg);
-}
-
-static void start(struct loopq *q, struct job *j);
+static keel_status start(struct loopq *q, struct job *j);
 
 /* Starts waiting jobs while slots are free; drops those whose client
  * left. */
 static void pump(struct loopq *q)
 {
     struct job *j;
+    keel_status rc;
 
     while (q->running < cap_per_loop && q->head) {
         j = q->head;
@@ -82,17 +79,27 @@ static void pump(struct loopq *q)
             keel_request_resume(j->req, KEEL_E_UNAVAILABLE); /* drops it */
             continue;
         }
-        start(q, j);
+        rc = start(q, j);
+        if (rc < 0)
+            keel_request_resume(j->req, rc);
     }
 }
 
-static void after(uv_work_t *w, int status)
+static keel_status hashed(struct keel_task *t, void *arg)
 {
-    struct job *j = w->data;
+    (void)t;
+    (void)arg;
+    return KEEL_OK;
+}
+
+/* The hash is over: free its slot, start the next, then answer. */
+static void hash_resume(struct keel_task *t, keel_status rc)
+{
+    struct job *j = KEEL_CONTAINER_OF(t, struct job, task);
     struct keel_request *req = j->req;
     struct loopq *q = &queues[keel_request_thread(req)];
 
-    (void)status;
+    (void)rc;
     q->running--;
     pump(q);
     if (keel_request_cut(req))
@@ -101,13 +108,19 @@ static void after(uv_work_t *w, int status)
         keel_request_resume(req, j->done(req, j->arg));
 }
 
-static void start(struct loopq *q, struct job *j)
+static const struct keel_task_ops hash_task = {.resume = hash_resume};
+
+/* Runs j's hash; an error means it did not start (the slot stays free). */
+static keel_status start(struct loopq *q, struct job *j)
 {
+    keel_status rc;
+
     q->running++;
-    if (uv_queue_work(keel_request_uv_loop(j->req), &j->work, run, after) < 0) {
-        q->running--;
-        keel_request_resume(j->req, keel_errorf(j->req, KEEL_E_INTERNAL, "uv_queue_work failed"));
-    }
+    rc = keel_task_offload(&j->task, j->fn, hashed, j->arg);
+    if (rc == KEEL_AGAIN)
+        return KEEL_OK;
+    q->running--;
+    return keel_errorf(j->req, rc, "password hash: %s", keel_strerror(rc));
 }
 
 keel_status
@@ -115,6 +128,7 @@ auth_hashq_submit(struct keel_request *req, keel_work_fn work, keel_resume_fn do
 {
     struct loopq *q = &queues[keel_request_thread(req)];
     struct job *j;
+    keel_status rc;
 
     if (q->running >= cap_per_loop && q->waiting >= HASHQ_MAX_WAITING) {
         keel_resp_set_header(req, "Retry-After", "1");
@@ -123,17 +137,16 @@ auth_hashq_submit(struct keel_request *req, keel_work_fn work, keel_resume_fn do
     j = keel_arena_calloc(req->arena, 1, sizeof(*j));
     if (!j)
         return KEEL_E_NOMEM;
-    j->work.data = j;
+    keel_task_init(&j->task, &hash_task, keel_request_thread(req), req->arena);
+    j->task.log = req->task.log;
     j->req = req;
     j->fn = work;
     j->done = done;
     j->arg = arg;
     if (q->running < cap_per_loop) {
-        q->running++;
-        if (uv_queue_work(keel_request_uv_loop(req), &j->work, run, after) < 0) {
-            q->running--;
-            return keel_errorf(req, KEEL_E_INTERNAL, "uv_queue_work failed");
-        }
+        rc = start(q, j);
+        if (rc < 0)
+            return rc;
         return keel_request_park(req);
     }
     if (q->tail)
