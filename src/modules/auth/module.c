@@ -11,6 +11,7 @@
 #include "keel/db.h"
 #include "keel/json.h"
 #include "keel/log.h"
+#include "keel/problem.h"
 #include "keel/schema.h"
 
 #include "auth_int.h"
@@ -264,18 +265,9 @@ void auth_user_json(struct keel_json *j, const struct user_row *u)
 
 keel_status auth_db_failure(struct keel_request *req, keel_status rc)
 {
-    switch (rc) {
-    case KEEL_E_NOT_FOUND:
-        return keel_fail(req, 404, NULL, "No resource at this path.");
-    case KEEL_E_CONFLICT:
+    if (rc == KEEL_E_CONFLICT)
         return keel_fail(req, 409, NULL, "The request conflicts with the current state.");
-    case KEEL_E_UNAVAILABLE:
-    case KEEL_E_TIMEOUT:
-        keel_resp_set_header(req, "Retry-After", "1");
-        return keel_errorf(req, KEEL_E_UNAVAILABLE, "database: %s", keel_strerror(rc));
-    default:
-        return keel_errorf(req, rc < 0 ? rc : KEEL_E_INTERNAL, "database: %s", keel_strerror(rc));
-    }
+    return keel_fail_storage(req, rc, "database", "No resource at this path.");
 }
 
 bool auth_normalize_email(const char *in, char out[AUTH_EMAIL_MAX + 1])

@@ -24,31 +24,24 @@ static void copy_text(const struct keel_db_rows *r, unsigned col, char *out, siz
     out[len] = '\0';
 }
 
+static keel_status read_user(const struct keel_db_rows *r, void *arg)
+{
+    struct user_row *u = arg;
+
+    memset(u, 0, sizeof(*u));
+    copy_text(r, 1, u->email, sizeof(u->email));
+    copy_text(r, 2, u->name, sizeof(u->name));
+    copy_text(r, 3, u->role, sizeof(u->role));
+    copy_text(r, 4, u->password_hash, sizeof(u->password_hash));
+    u->created_us = keel_db_int64(r, 5);
+    u->updated_us = keel_db_int64(r, 6);
+    return keel_db_uuid(r, 0, u->id) ? KEEL_OK : KEEL_E_DB;
+}
+
 static keel_status
 user_one(struct keel_db_conn *c, const char *sql, const struct keel_db_param *p, struct user_row *u)
 {
-    struct keel_db_rows *r;
-    keel_status rc;
-
-    rc = keel_db_query(c, sql, p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        memset(u, 0, sizeof(*u));
-        if (!keel_db_uuid(r, 0, u->id))
-            rc = KEEL_E_DB;
-        copy_text(r, 1, u->email, sizeof(u->email));
-        copy_text(r, 2, u->name, sizeof(u->name));
-        copy_text(r, 3, u->role, sizeof(u->role));
-        copy_text(r, 4, u->password_hash, sizeof(u->password_hash));
-        u->created_us = keel_db_int64(r, 5);
-        u->updated_us = keel_db_int64(r, 6);
-    } else if (rc == KEEL_DONE) {
-        rc = KEEL_E_NOT_FOUND;
-    }
-    keel_db_rows_free(r);
-    return rc;
+    return keel_db_query_one(c, sql, p, 1, read_user, u);
 }
 
 keel_status auth_repo_user_by_email(struct keel_db_conn *c, const char *email, struct user_row *u)
@@ -141,33 +134,29 @@ keel_status auth_repo_family_new(struct keel_db_conn *c,
                         t, KEEL_ARRAY_LEN(t), NULL);
 }
 
+static keel_status read_refresh(const struct keel_db_rows *r, void *arg)
+{
+    struct refresh_row *out = arg;
+
+    memset(out, 0, sizeof(*out));
+    out->expires_ms = keel_db_int64(r, 2);
+    out->rotated = !keel_db_is_null(r, 3);
+    out->family_revoked = !keel_db_is_null(r, 4);
+    if (!keel_db_uuid(r, 0, out->family_id) || !keel_db_uuid(r, 1, out->user_id))
+        return KEEL_E_DB;
+    return KEEL_OK;
+}
+
 keel_status auth_repo_refresh_get(struct keel_db_conn *c, const char *hash, struct refresh_row *out)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(hash)};
-    struct keel_db_rows *r;
-    keel_status rc;
 
-    rc = keel_db_query(c,
-                       "SELECT t.family_id, f.user_id, t.expires_ms, t.rotated_ms,"
-                       " f.revoked_ms FROM refresh_tokens t"
-                       " JOIN refresh_families f ON f.id = t.family_id"
-                       " WHERE t.token_hash = $1",
-                       p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        memset(out, 0, sizeof(*out));
-        if (!keel_db_uuid(r, 0, out->family_id) || !keel_db_uuid(r, 1, out->user_id))
-            rc = KEEL_E_DB;
-        out->expires_ms = keel_db_int64(r, 2);
-        out->rotated = !keel_db_is_null(r, 3);
-        out->family_revoked = !keel_db_is_null(r, 4);
-    } else if (rc == KEEL_DONE) {
-        rc = KEEL_E_NOT_FOUND;
-    }
-    keel_db_rows_free(r);
-    return rc;
+    return keel_db_query_one(c,
+                             "SELECT t.family_id, f.user_id, t.expires_ms, t.rotated_ms,"
+                             " f.revoked_ms FROM refresh_tokens t"
+                             " JOIN refresh_families f ON f.id = t.family_id"
+                             " WHERE t.token_hash = $1",
+                             p, 1, read_refresh, out);
 }
 
 keel_status auth_repo_refresh_rotate(struct keel_db_conn *c,
@@ -229,26 +218,29 @@ keel_status auth_repo_families_revoke_user(struct keel_db_conn *c, const char *u
 
 /* ------------------------------------------------------------ throttle */
 
+static keel_status read_throttle(const struct keel_db_rows *r, void *arg)
+{
+    struct throttle_state *s = arg;
+
+    s->failures = keel_db_int64(r, 0);
+    s->window_ms = keel_db_int64(r, 1);
+    s->blocked_ms = keel_db_int64(r, 2);
+    return KEEL_OK;
+}
+
+/* No row is a clean state, not an error. */
 keel_status
 auth_repo_throttle_get(struct keel_db_conn *c, const char *key, struct throttle_state *s)
 {
     struct keel_db_param p[] = {KEEL_DB_TEXT(key)};
-    struct keel_db_rows *r;
     keel_status rc;
 
     memset(s, 0, sizeof(*s));
-    rc = keel_db_query(
-        c, "SELECT failures, window_ms, blocked_ms FROM login_throttle WHERE key = $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK) {
-        s->failures = keel_db_int64(r, 0);
-        s->window_ms = keel_db_int64(r, 1);
-        s->blocked_ms = keel_db_int64(r, 2);
-    }
-    keel_db_rows_free(r);
-    return rc < 0 ? rc : KEEL_OK;
+    rc = keel_db_query_one(c,
+                           "SELECT failures, window_ms, blocked_ms FROM login_throttle"
+                           " WHERE key = $1",
+                           p, 1, read_throttle, s);
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc;
 }
 
 keel_status

@@ -332,20 +332,13 @@ static keel_status session_revoke_tx(struct keel_db_conn *c, void *arg)
 {
     struct sessions *s = arg;
     struct keel_db_param p[] = {KEEL_DB_UUID(s->family), KEEL_DB_UUID(s->user_id)};
-    struct keel_db_rows *r;
     keel_status rc;
 
     /* Ownership in the query: another user's session is "not found". */
-    rc = keel_db_query(c,
-                       "SELECT id FROM refresh_families"
-                       " WHERE id = $1 AND user_id = $2 AND revoked_ms IS NULL",
-                       p, KEEL_ARRAY_LEN(p), &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    keel_db_rows_free(r);
-    if (rc == KEEL_DONE)
-        return KEEL_E_NOT_FOUND;
+    rc = keel_db_query_one(c,
+                           "SELECT id FROM refresh_families"
+                           " WHERE id = $1 AND user_id = $2 AND revoked_ms IS NULL",
+                           p, KEEL_ARRAY_LEN(p), NULL, NULL);
     if (rc < 0)
         return rc;
     return auth_repo_family_revoke(c, s->family);
@@ -426,22 +419,20 @@ keel_status auth_users_list(struct keel_request *req)
     return keel_db_run(req, KEEL_DB_READ, list_q, page_done, p);
 }
 
-/* True when `id` is the only admin left (pool thread). */
+static keel_status read_no_other(const struct keel_db_rows *r, void *arg)
+{
+    *(bool *)arg = keel_db_int64(r, 0) == 0;
+    return KEEL_OK;
+}
+
+/* True when `id` is the only admin left (storage-lane thread). */
 static keel_status is_last_admin(struct keel_db_conn *c, const char *id, bool *out)
 {
     struct keel_db_param p[] = {KEEL_DB_UUID(id)};
-    struct keel_db_rows *r;
-    keel_status rc;
 
     *out = false;
-    rc = keel_db_query(c, "SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1", p, 1, &r);
-    if (rc < 0)
-        return rc;
-    rc = keel_db_next(r);
-    if (rc == KEEL_OK)
-        *out = keel_db_int64(r, 0) == 0;
-    keel_db_rows_free(r);
-    return rc < 0 ? rc : KEEL_OK;
+    return keel_db_query_one(c, "SELECT COUNT(*) FROM users WHERE role = 'admin' AND id <> $1", p,
+                             1, read_no_other, out);
 }
 
 static keel_status role_tx(struct keel_db_conn *c, void *arg)

@@ -261,20 +261,15 @@ static keel_status batch_tx(struct keel_db_conn *c, void *arg)
 static keel_status has_products(struct keel_db *db, bool *out)
 {
     struct keel_db_conn *c;
-    struct keel_db_rows *r;
     keel_status rc;
 
     rc = keel_db_acquire(db, KEEL_DB_READ_PRIMARY, NULL, &c);
     if (rc < 0)
         return rc;
-    rc = keel_db_query(c, "SELECT 1 FROM products LIMIT 1", NULL, 0, &r);
-    if (rc == KEEL_OK) {
-        rc = keel_db_next(r);
-        *out = rc == KEEL_OK;
-        keel_db_rows_free(r);
-    }
+    rc = keel_db_query_one(c, "SELECT 1 FROM products LIMIT 1", NULL, 0, NULL, NULL);
     keel_db_release(c);
-    return rc < 0 ? rc : KEEL_OK;
+    *out = rc == KEEL_OK;
+    return rc == KEEL_E_NOT_FOUND ? KEEL_OK : rc;
 }
 
 keel_status
