@@ -2,9 +2,9 @@
  * auth.h - identity and access for handlers and other modules (issue 4;
  * docs/internals/identity.md).
  *
- * The authentication middleware (src/mw/authn.c) verifies the request's
+ * The authentication middleware (src/modules/auth/mw_authn.c) verifies the request's
  * Bearer token and attaches an identity; the authorization middleware
- * (src/mw/authz.c) checks the route's permission against the identity's
+ * (src/modules/auth/mw_authz.c) checks the route's permission against the identity's
  * role. Handlers use the functions below for what only the service layer
  * can decide: who owns an object.
  */

@@ -10,7 +10,7 @@
  * transactions sharing products (two orders, an order and a cancellation)
  * therefore lock them in the same order and cannot deadlock.
  *
- * Threading: the functions taking a keel_db_conn run on a pool thread
+ * Threading: the functions taking a keel_db_conn run on a storage-lane thread
  * inside the caller's transaction (keel_db_transaction, or keel_db_run
  * with KEEL_DB_WRITE), so a reservation commits or rolls back with the
  * caller's own writes; keel_catalog_invalidate runs on the request's loop.

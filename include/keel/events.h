@@ -18,7 +18,7 @@
  * a message exists exactly when its event committed.
  *
  * Threading: the keel_events_* and keel_outbox_* functions that take a
- * connection run on a pool thread, inside the caller's transaction
+ * connection run on a storage-lane thread, inside the caller's transaction
  * (keel_db_transaction, or keel_db_run with KEEL_DB_WRITE), so the event,
  * the read model and the outbox row commit together or not at all.
  *

@@ -33,7 +33,7 @@
  * by L1 key) holds one flight per key being read past L1. The first
  * request leads: L2, then the load. Later requests of the key, on any
  * loop, park as waiters of the flight. The result completes the flight on
- * whichever thread has it (the pool thread that ran the load, or the
+ * whichever thread has it (the storage-lane thread that ran the load, or the
  * leader's loop for an L2 hit): L1 is filled and the flight removed under
  * the table's mutex, and each waiter is posted to its own loop
  * (keel_loop_post) with a reference to the

@@ -5,7 +5,7 @@
  *
  * DESIGN: the probe shares nothing with the event-loop connections: it
  * blocks, so it belongs on a pool thread (readiness runs its checks there,
- * src/mw/health.c), and it tells whether a fresh connection can be made
+ * src/modules/health/health.c), and it tells whether a fresh connection can be made
  * now, whatever state the loops' connections are in. It does not go
  * through the circuit breaker and is not counted in
  * keel_redis_commands_total.

@@ -51,7 +51,7 @@
  *    and keel_ratelimit_fallback_total every decision that Redis should
  *    have made and the in-process store made instead.
  *
- *  - The client address is keel_request_client's (src/http/clientip.c),
+ *  - The client address is keel_request_client's (src/core/clientip.c),
  *    resolved once per request and shared with the auth module's
  *    throttling and security log.
  */

@@ -1,5 +1,5 @@
 /*
- * test_clientip.c - unit tests for src/http/clientip.c.
+ * test_clientip.c - unit tests for src/core/clientip.c.
  *
  * The trusted-proxy list parser (valid forms, CIDR boundaries, every
  * rejection with its message), then client resolution: the spoofing cases

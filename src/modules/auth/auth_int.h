@@ -70,7 +70,7 @@ void auth_blocklist_fini(void);
 void auth_blocklist_note(char kind, const char *subject, int64_t value_ms);
 /* True when the in-process table revokes this identity. Any thread. */
 bool auth_blocklist_local(const struct keel_identity *id);
-/* Writes a revocation to the database (pool thread, inside the caller's
+/* Writes a revocation to the database (storage-lane thread, inside the caller's
  * transaction) and notes it locally. */
 keel_status auth_blocklist_store(
     struct keel_db_conn *c, char kind, const char *subject, int64_t value_ms, int64_t expires_ms);

@@ -1,5 +1,5 @@
 /*
- * repo.c - the identity module's SQL (pool threads only; include/keel/db.h).
+ * repo.c - the identity module's SQL (storage-lane threads only; include/keel/db.h).
  *
  * Every statement is a constant string with bound parameters, one per
  * operation, in the dialect-neutral subset both drivers accept.

@@ -173,7 +173,7 @@ struct page {
     char after[37];      /* "" on the first page */
     int64_t n;           /* rows seen */
     char last[37];       /* the last id shown */
-    struct keel_buf out; /* the rendered answer, built on the pool thread */
+    struct keel_buf out; /* the rendered answer, built on the storage-lane thread */
 };
 
 /* Parses ?limit and ?cursor into p. */

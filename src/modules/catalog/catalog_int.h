@@ -1,10 +1,10 @@
 /*
  * catalog_int.h - the catalog module's internal interfaces
- * (docs/internals/catalog.md). Nothing outside src/modules/catalog and
- * src/cmd/seed.c includes this; other modules use include/keel/catalog.h
+ * (docs/internals/catalog.md). Nothing outside src/modules/catalog
+ * includes this (tests excepted); other modules use include/keel/catalog.h
  * (stock.c).
  *
- * Threads: functions taking a keel_db_conn run on pool threads (they are
+ * Threads: functions taking a keel_db_conn run on storage-lane threads (they are
  * called from keel_db_run, keel_cache_get loaders or the seed command);
  * functions taking a keel_request run on the request's loop; the rest are
  * pure and run anywhere.

@@ -5,7 +5,7 @@
  * delete and stock adjustments. Lists are in list.c, SQL in repo.c.
  *
  * DESIGN: reads go through the cache (keel/cache.h) whose value for a
- * product is its ETag line and its JSON body, rendered on the pool thread
+ * product is its ETag line and its JSON body, rendered on the storage-lane thread
  * by the loader, so a hit costs no rendering at all and the ETag always
  * names the body it travels with. Every write runs in one transaction
  * through keel_db_run and invalidates "product:<id>" and the "products:*"

@@ -1,6 +1,6 @@
 /*
- * repo.c - the catalog's SQL (pool threads only; include/keel/db.h) and the
- * product's JSON form, which the pool thread renders so that what the
+ * repo.c - the catalog's SQL (storage-lane threads only; include/keel/db.h) and the
+ * product's JSON form, which the storage-lane thread renders so that what the
  * cache stores is the response body itself.
  *
  * DESIGN: every statement but the list is one constant string. The list

@@ -1,11 +1,11 @@
 /*
  * orders_int.h - the orders module's internal interfaces
- * (docs/internals/orders.md). Nothing outside src/modules/orders and
- * src/cmd/projections.c includes this.
+ * (docs/internals/orders.md). Nothing outside src/modules/orders includes
+ * this (tests excepted).
  *
  *   orders.c       the module: routes, schemas, handlers, HTTP answers
  *   commands.c     the command path: load the stream, fold, decide, append
- *                  with the expected version, project, outbox (pool threads)
+ *                  with the expected version, project, outbox (storage-lane threads)
  *   projection.c   the fold (events -> state), the read model projection,
  *                  read-model queries, the rebuild
  *   idempotency.c  Idempotency-Key records
@@ -45,7 +45,7 @@ enum orders_cmd_kind {
     ORDERS_CANCEL,
 };
 
-/* Why a command was refused (set on the pool thread, answered on the
+/* Why a command was refused (set on the storage-lane thread, answered on the
  * loop). The transaction has rolled back whenever this is not NONE. */
 enum orders_fail {
     ORDERS_FAIL_NONE,
