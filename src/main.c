@@ -16,6 +16,7 @@
 
 static const struct keel_command builtins[] = {
     {.name = "serve", .summary = "run the API server", .run = keel_cmd_serve},
+    {.name = "worker", .summary = "run job workers only (--queues a,b)", .run = keel_cmd_worker},
     {.name = "healthcheck",
      .summary = "probe the local server's /health/ready (exit 0/1)",
      .run = keel_cmd_healthcheck},

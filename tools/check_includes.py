@@ -22,7 +22,7 @@ LAYERS = {
     "core": 0, "obs": 0,          # log and metrics are used by the core itself
     "runtime": 1,                 # loops, posts, tasks
     "db": 2, "net": 2,
-    "cache": 3, "events": 3,
+    "cache": 3, "events": 3, "jobs": 3,
     "http": 4,
     "mw": 5,
     "modules": 6,                 # every module; they reach each other by public headers
@@ -37,7 +37,7 @@ OWNERS = {
     "clientip": "core", "log": "obs", "metrics": "obs", "health": "obs",
     "runtime": "runtime", "task": "runtime", "net": "net",
     "db": "db", "migrate": "db",
-    "redis": "cache", "ratelimit_redis": "cache", "cache": "cache", "l1cache": "cache", "events": "events",
+    "redis": "cache", "ratelimit_redis": "cache", "cache": "cache", "l1cache": "cache", "events": "events", "jobs": "jobs",
     "http": "http", "router": "http", "pipeline": "http", "problem": "http",
     "schema": "http", "server": "http",
     "module": "modules", "auth": "modules", "jwt": "modules", "password": "modules",

@@ -9,5 +9,6 @@
 int keel_cmd_serve(int argc, char **argv);
 int keel_cmd_healthcheck(int argc, char **argv);
 int keel_cmd_migrate(int argc, char **argv);
+int keel_cmd_worker(int argc, char **argv);
 
 #endif

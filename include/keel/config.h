@@ -120,6 +120,15 @@ struct keel_config {
     uint64_t breaker_open_ms;                  /* KEEL_BREAKER_OPEN */
     uint32_t breaker_half_open_calls;          /* KEEL_BREAKER_HALF_OPEN_CALLS */
     bool debug_routes;                         /* KEEL_DEBUG_ROUTES */
+    /* Jobs (include/keel/jobs.h). */
+    bool inprocess_workers;       /* KEEL_INPROCESS_WORKERS */
+    char *job_queues;             /* KEEL_JOB_QUEUES: name:concurrency:attempts[:rate],... */
+    uint64_t job_backoff_base_ms; /* KEEL_JOB_BACKOFF_BASE_MS */
+    uint64_t job_backoff_max_ms;  /* KEEL_JOB_BACKOFF_MAX_MS */
+    uint64_t job_lease_ms;        /* KEEL_JOB_LEASE (seconds) */
+    uint32_t job_poll_ms;         /* KEEL_JOB_POLL_MS */
+    uint64_t job_retention_ms;    /* KEEL_JOB_RETENTION (seconds) */
+    struct keel_config_addr worker_listen; /* KEEL_WORKER_LISTEN (host NULL: none) */
 };
 
 /*

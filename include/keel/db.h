@@ -126,6 +126,9 @@ void keel_db_release(struct keel_db_conn *c);
 /* "primary" or "replica": where this connection goes (for logs and tests). */
 const char *keel_db_conn_role(const struct keel_db_conn *c);
 
+/* keel_db_dialect of the connection's database. */
+const char *keel_db_conn_dialect(const struct keel_db_conn *c);
+
 /* The last error's driver message, for logs only (never for clients). */
 const char *keel_db_errmsg(const struct keel_db_conn *c);
 
@@ -191,6 +194,19 @@ keel_status keel_db_begin(struct keel_db_conn *c);
 /* KEEL_E_UNAVAILABLE from commit means the outcome is unknown. */
 keel_status keel_db_commit(struct keel_db_conn *c);
 keel_status keel_db_rollback(struct keel_db_conn *c);
+
+/* Registers fn(arg) to run once the current transaction of c has
+ * committed, on the thread that committed it, after the connection's
+ * write lock is released (it may not use c). A rollback or a failed
+ * commit forgets it. The same (fn, arg) registered twice runs once. For
+ * waking what the transaction's writes concern (the job workers of a
+ * queue, the outbox relay): cheap, non-blocking work only. Returns
+ * KEEL_OK (registered), KEEL_DONE (it was already: the caller may skip
+ * what it does once per transaction), KEEL_E_INVALID outside a
+ * transaction, or KEEL_E_TOO_LARGE past KEEL_DB_AFTER_COMMIT_MAX hooks per
+ * transaction. */
+#define KEEL_DB_AFTER_COMMIT_MAX 8
+keel_status keel_db_after_commit(struct keel_db_conn *c, void (*fn)(void *arg), void *arg);
 
 typedef keel_status (*keel_db_tx_fn)(struct keel_db_conn *c, void *arg);
 

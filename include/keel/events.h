@@ -131,10 +131,17 @@ bool keel_trace_parse(const char *traceparent, size_t len, struct keel_trace_con
 
 /* ------------------------------------------------------------- outbox */
 
+/* Registers fn to run (on the committing thread; cheap, non-blocking)
+ * after every commit that wrote outbox rows: the job engine's relay wakes
+ * from it. NULL clears it. */
+void keel_outbox_on_commit(void (*fn)(void));
+
 /* Adds a message to the outbox: `topic` ("orders"), `key` (the stream id:
  * consumers keep per-key order), `payload` (JSON text, len bytes). A
  * deferred write (keel_db_exec_deferred): inside a transaction only; its
- * failure comes back from the next statement or the COMMIT. */
+ * failure comes back from the next statement or the COMMIT. The commit
+ * wakes the relay (keel_outbox_on_commit here, NOTIFY keel_outbox on
+ * PostgreSQL). */
 keel_status keel_outbox_put(
     struct keel_db_conn *c, const char *topic, const char *key, const char *payload, size_t len);
 

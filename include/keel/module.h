@@ -59,9 +59,8 @@ struct keel_metric_def {
     struct keel_metric **out;
 };
 
-/* The jobs engine's (include/keel/jobs.h, issue 11): a job kind the
- * module handles, and an outbox topic it subscribes a job kind to.
- * Declared here so the contract is whole; empty until then. */
+/* The job engine's (include/keel/jobs.h): a job kind the module handles,
+ * and an outbox topic it subscribes a job kind to. */
 struct keel_job_kind;
 struct keel_subscription;
 
@@ -99,7 +98,8 @@ extern const unsigned keel_nmodules;
 
 /* Starts the enabled modules in registry order: creates their metric
  * families, calls init, registers their checks and adds their routes to
- * the router. Logs and returns the first failure. */
+ * the router (router NULL: no routes; keel_modules_mount adds some).
+ * Logs and returns the first failure. */
 keel_status keel_modules_start(const struct keel_config *cfg, struct keel_router *router);
 /* Calls fini of the started modules, in reverse order. */
 void keel_modules_stop(void);
@@ -108,6 +108,15 @@ void keel_modules_stop(void);
  * keel_pipeline_init: writes up to max pointers into out and returns how
  * many there are, so a result above max says that some did not fit. */
 unsigned keel_modules_middleware(const struct keel_middleware **out, unsigned max);
+
+/* The job kinds and outbox subscriptions of the started modules, for
+ * keel_jobs_init: as keel_modules_middleware. */
+unsigned keel_modules_jobs(const struct keel_job_kind **out, unsigned max);
+unsigned keel_modules_subscriptions(const struct keel_subscription **out, unsigned max);
+
+/* Adds the routes of the started module `name` to router (a worker's
+ * health and metrics listener). KEEL_E_NOT_FOUND when none is started. */
+keel_status keel_modules_mount(struct keel_router *router, const char *name);
 
 /* The subcommand `name` of any module (enabled or not), or NULL. */
 const struct keel_command *keel_modules_command(const char *name);

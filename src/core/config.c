@@ -154,6 +154,22 @@ static const struct opt options[] = {
      "N", "trial calls a half-open breaker lets through"},
     {"KEEL_DEBUG_ROUTES", T_BOOL, 0, OFF(debug_routes), "false", 0, 0, NULL, "BOOL",
      "test-only routes under /debug (refused in production)"},
+    {"KEEL_INPROCESS_WORKERS", T_BOOL, 0, OFF(inprocess_workers), "true", 0, 0, NULL, "BOOL",
+     "keel serve runs the job workers too (off when keel worker processes run them)"},
+    {"KEEL_JOB_QUEUES", T_STR, 0, OFF(job_queues), NULL, 0, 0, NULL, "LIST",
+     "queue overrides and additions: name:concurrency:attempts[:jobs_per_second],..."},
+    {"KEEL_JOB_BACKOFF_BASE_MS", T_U64, 0, OFF(job_backoff_base_ms), "1000", 1, 86400000, NULL,
+     "MS", "retry delay before the second attempt: up to base x 2^(attempt-1), full jitter"},
+    {"KEEL_JOB_BACKOFF_MAX_MS", T_U64, 0, OFF(job_backoff_max_ms), "3600000", 1, 604800000, NULL,
+     "MS", "longest retry delay"},
+    {"KEEL_JOB_LEASE", T_MS, 0, OFF(job_lease_ms), "30", SEC(1), SEC(3600), NULL, "SECONDS",
+     "a running job's lease: another worker takes it when not renewed for this long"},
+    {"KEEL_JOB_POLL_MS", T_U32, 0, OFF(job_poll_ms), "1000", 10, 60000, NULL, "MS",
+     "workers look for due jobs at least this often (they are woken at commit anyway)"},
+    {"KEEL_JOB_RETENTION", T_MS, 0, OFF(job_retention_ms), "86400", SEC(60), SEC(31536000), NULL,
+     "SECONDS", "completed and cancelled jobs are purged after this long"},
+    {"KEEL_WORKER_LISTEN", T_ADDR, 0, OFF(worker_listen), NULL, 0, 0, NULL, "HOST:PORT",
+     "keel worker: address of its /health and /metrics listener; empty = none"},
 };
 
 #define NOPTS KEEL_ARRAY_LEN(options)

@@ -365,6 +365,12 @@ static bool parse_addr(struct val *v, void *field)
     size_t hlen, plen;
     uint64_t port;
 
+    if (!*v->text && !v->o->def) { /* an optional address (KEEL_WORKER_LISTEN): none */
+        free(a->host);
+        a->host = NULL;
+        a->port = 0;
+        return true;
+    }
     why = split_hostport(v->text, strlen(v->text), true, &host, &hlen, &port_s, &plen);
     if (why)
         return keel__config_reject(v, NULL, "%s", why);

@@ -75,6 +75,12 @@ struct keel_db_conn {
     bool write_locked; /* holds db->write_mu (SQLite write transaction) */
     unsigned timeout_ms;
     char err[ERRLEN];
+    /* keel_db_after_commit: run after this transaction commits. */
+    struct {
+        void (*fn)(void *arg);
+        void *arg;
+    } after[KEEL_DB_AFTER_COMMIT_MAX];
+    unsigned nafter;
 };
 
 struct keel_db_pool {
@@ -742,7 +748,36 @@ keel_status keel_db_begin(struct keel_db_conn *c)
         return rc;
     }
     c->in_tx = true;
+    c->nafter = 0;
     return KEEL_OK;
+}
+
+keel_status keel_db_after_commit(struct keel_db_conn *c, void (*fn)(void *arg), void *arg)
+{
+    unsigned i;
+
+    if (!c->in_tx)
+        return KEEL_E_INVALID;
+    for (i = 0; i < c->nafter; i++)
+        if (c->after[i].fn == fn && c->after[i].arg == arg)
+            return KEEL_DONE;
+    if (c->nafter == KEEL_DB_AFTER_COMMIT_MAX)
+        return KEEL_E_TOO_LARGE;
+    c->after[c->nafter].fn = fn;
+    c->after[c->nafter].arg = arg;
+    c->nafter++;
+    return KEEL_OK;
+}
+
+/* The hooks of a transaction that committed (rc KEEL_OK) run; either way
+ * they are forgotten. */
+static void run_after(struct keel_db_conn *c, keel_status rc)
+{
+    unsigned i, n = c->nafter;
+
+    c->nafter = 0;
+    for (i = 0; rc == KEEL_OK && i < n; i++)
+        c->after[i].fn(c->after[i].arg);
 }
 
 static void unlock_write(struct keel_db_conn *c)
@@ -771,6 +806,7 @@ keel_status keel_db_commit(struct keel_db_conn *c)
     }
     c->in_tx = false;
     unlock_write(c);
+    run_after(c, rc);
     return rc;
 }
 
@@ -783,6 +819,7 @@ keel_status keel_db_rollback(struct keel_db_conn *c)
     if (c->in_tx && c->h)
         rc = c->db->drv->rollback(c->h);
     c->in_tx = false;
+    c->nafter = 0;
     unlock_write(c);
     return rc;
 }
@@ -1217,6 +1254,11 @@ void keel_db_close(struct keel_db *db)
 const char *keel_db_dialect(const struct keel_db *db)
 {
     return db->drv->name;
+}
+
+const char *keel_db_conn_dialect(const struct keel_db_conn *c)
+{
+    return keel_db_dialect(c->db);
 }
 
 struct keel_db *keel_db_default(void)

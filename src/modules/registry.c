@@ -135,7 +135,7 @@ static keel_status start_one(const struct keel_module *m,
         return rc;
     *run = true;
     rc = register_checks(m);
-    if (rc == KEEL_OK)
+    if (rc == KEEL_OK && router)
         rc = add_routes(m, router);
     return rc;
 }
@@ -183,6 +183,46 @@ unsigned keel_modules_middleware(const struct keel_middleware **out, unsigned ma
                 out[n] = keel_modules[i]->middleware[k];
     }
     return n;
+}
+
+unsigned keel_modules_jobs(const struct keel_job_kind **out, unsigned max)
+{
+    unsigned i, n = 0;
+    size_t k;
+
+    for (i = 0; i < started; i++) {
+        if (!running[i])
+            continue;
+        for (k = 0; k < keel_modules[i]->njobs; k++, n++)
+            if (n < max)
+                out[n] = keel_modules[i]->jobs[k];
+    }
+    return n;
+}
+
+unsigned keel_modules_subscriptions(const struct keel_subscription **out, unsigned max)
+{
+    unsigned i, n = 0;
+    size_t k;
+
+    for (i = 0; i < started; i++) {
+        if (!running[i])
+            continue;
+        for (k = 0; k < keel_modules[i]->nsubscriptions; k++, n++)
+            if (n < max)
+                out[n] = keel_modules[i]->subscriptions[k];
+    }
+    return n;
+}
+
+keel_status keel_modules_mount(struct keel_router *router, const char *name)
+{
+    unsigned i;
+
+    for (i = 0; i < started; i++)
+        if (running[i] && strcmp(keel_modules[i]->name, name) == 0)
+            return add_routes(keel_modules[i], router);
+    return KEEL_E_NOT_FOUND;
 }
 
 const struct keel_command *keel_modules_command(const char *name)

@@ -1065,7 +1065,7 @@ static void test_to_json_redacts(void **state)
     assert_true(json_object_is_type(v, json_type_boolean));
     assert_true(json_object_object_get_ex(root, "OTEL_SERVICE_NAME", &v));
     assert_string_equal(json_object_get_string(v), "keel");
-    assert_int_equal(json_object_object_length(root), 49);
+    assert_int_equal(json_object_object_length(root), 57);
     json_object_put(root);
     keel_buf_free(&out);
     done(&r);
@@ -1083,7 +1083,7 @@ static void test_print_help(void **state)
     fclose(f);
     for (i = 0; i < len; i++)
         lines += text[i] == '\n';
-    assert_int_equal(lines, 49 + 6); /* every option, plus one _FILE line per secret */
+    assert_int_equal(lines, 57 + 6); /* every option, plus one _FILE line per secret */
     assert_contains(text, "--max-body-bytes N");
     assert_contains(text, "KEEL_MAX_BODY_BYTES");
     assert_contains(text, "(default: 1048576)");
@@ -1138,7 +1138,7 @@ static void test_example_file_shows_defaults(void **state)
     }
     fclose(f);
     fclose(out);
-    assert_int_equal(shown, 48); /* every option but KEEL_CONFIG itself */
+    assert_int_equal(shown, 56); /* every option but KEEL_CONFIG itself */
 
     keel_buf_init(&plain, 1 << 16);
     keel_buf_init(&from_file, 1 << 16);

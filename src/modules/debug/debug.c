@@ -277,7 +277,12 @@ static keel_status kv_get(struct keel_request *req)
 
 static keel_status kv_schema(struct keel_db_conn *c, void *arg)
 {
+    keel_status rc;
+
     (void)arg;
+    rc = debug_jobs_schema(c);
+    if (rc < 0)
+        return rc;
     return keel_db_exec(c,
                         strcmp(keel_db_dialect(keel_db_default()), "sqlite") == 0
                             ? "CREATE TABLE IF NOT EXISTS debug_kv (key TEXT PRIMARY KEY, "
@@ -621,6 +626,11 @@ static const struct keel_route routes[] = {
      .body = KEEL_BODY_JSON},
     {.method = KEEL_HTTP_POST, .pattern = "/debug/cache/flush/{ns}", .handler = kvc_flush},
     {.method = KEEL_HTTP_GET, .pattern = "/debug/cache/pair/{a}/{b}", .handler = kvc_pair},
+    {.method = KEEL_HTTP_POST,
+     .pattern = "/debug/jobs",
+     .handler = debug_jobs_enqueue,
+     .body = KEEL_BODY_JSON},
+    {.method = KEEL_HTTP_GET, .pattern = "/debug/jobs/runs", .handler = debug_jobs_runs},
     {.method = KEEL_HTTP_PUT,
      .pattern = "/debug/sink",
      .handler = debug_sink_done,
@@ -648,4 +658,8 @@ const struct keel_module keel_module_debug = {
     .init = init,
     .routes = routes,
     .nroutes = KEEL_ARRAY_LEN(routes),
+    .jobs = debug_job_kinds,
+    .njobs = DEBUG_NJOB_KINDS,
+    .subscriptions = debug_subscriptions,
+    .nsubscriptions = DEBUG_NSUBSCRIPTIONS,
 };
